@@ -1,0 +1,31 @@
+# ksmfs: `make mount` mounts a demo and shows merging; `make test` runs every test.
+# Both install what they need (Debian packages, pytest) when it is missing.
+SWIFT ?= swift
+MNT ?= /tmp/ksmfs-demo
+BIN := .build/release/ksmfs
+
+.PHONY: deps build mount demo test unit integration bench clean
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build -c release
+
+mount demo: build
+	@bash mount-examples/quickstart.sh $(MNT)
+
+unit: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+integration: build
+	python3 -m pytest Tests/IntegrationTests -q -ra
+
+test: build unit integration
+
+bench: build
+	$(SWIFT) run -c release ksmfs-bench io
+
+clean:
+	rm -rf .build

@@ -1,0 +1,48 @@
+/* CFuse3: the only C that the FUSE layer touches. Fixes the libfuse API version at 3.14,
+ * and turns what Swift cannot call (macros, bitfields, versioned loop symbols, variadic
+ * setup) into plain functions. Nothing here knows about ksmfs. */
+#ifndef CFUSE3_H
+#define CFUSE3_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse3/fuse_lowlevel.h>
+#include <fuse3/fuse_opt.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/uio.h>
+#include <sys/types.h>
+#include <stdint.h>
+
+/* fuse_args from an argv that the caller keeps alive (strdup'd strings). */
+struct fuse_args *cfuse_args_new(int argc, char **argv);
+void cfuse_args_free(struct fuse_args *args);
+
+/* The multithreaded loop, whatever symbol version libfuse exports. */
+int cfuse_session_loop_mt(struct fuse_session *se, unsigned max_threads, int clone_fd);
+
+/* fuse_file_info bitfields. */
+void cfuse_fi_set_direct_io(struct fuse_file_info *fi, int on);
+void cfuse_fi_set_keep_cache(struct fuse_file_info *fi, int on);
+void cfuse_fi_set_nonseekable(struct fuse_file_info *fi, int on);
+void cfuse_fi_set_cache_readdir(struct fuse_file_info *fi, int on);
+int cfuse_fi_writepage(const struct fuse_file_info *fi);
+
+/* Negotiation in init: ask for what the kernel offers among `want`, set sizes. */
+void cfuse_conn_configure(struct fuse_conn_info *conn, unsigned want, unsigned max_write,
+                          unsigned max_read, unsigned max_readahead, unsigned time_gran);
+unsigned cfuse_conn_capable(const struct fuse_conn_info *conn);
+unsigned cfuse_conn_want(const struct fuse_conn_info *conn);
+
+/* Caller identity of a request. */
+uid_t cfuse_req_uid(fuse_req_t req);
+gid_t cfuse_req_gid(fuse_req_t req);
+pid_t cfuse_req_pid(fuse_req_t req);
+mode_t cfuse_req_umask(fuse_req_t req);
+
+/* stat fields that are macros (st_atim etc. are fine in Swift, these are for clarity). */
+static inline void cfuse_stat_set_times(struct stat *st, struct timespec a, struct timespec m,
+                                        struct timespec c) {
+    st->st_atim = a; st->st_mtim = m; st->st_ctim = c;
+}
+
+#endif

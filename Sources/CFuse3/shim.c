@@ -1,0 +1,52 @@
+/* CFuse3 shim: plain functions over libfuse 3.14 macros and bitfields (see CFuse3.h). */
+#include "CFuse3.h"
+#include <stdlib.h>
+#include <string.h>
+
+struct fuse_args *cfuse_args_new(int argc, char **argv) {
+    struct fuse_args *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->argc = argc;
+    a->argv = argv;
+    a->allocated = 0;
+    return a;
+}
+
+void cfuse_args_free(struct fuse_args *args) {
+    if (!args) return;
+    fuse_opt_free_args(args);
+    free(args);
+}
+
+int cfuse_session_loop_mt(struct fuse_session *se, unsigned max_threads, int clone_fd) {
+    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+    if (!cfg) return -1;
+    fuse_loop_cfg_set_clone_fd(cfg, clone_fd ? 1 : 0);
+    fuse_loop_cfg_set_max_threads(cfg, max_threads);
+    fuse_loop_cfg_set_idle_threads(cfg, max_threads / 2 + 1);
+    int r = fuse_session_loop_mt(se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    return r;
+}
+
+void cfuse_fi_set_direct_io(struct fuse_file_info *fi, int on) { fi->direct_io = on ? 1 : 0; }
+void cfuse_fi_set_keep_cache(struct fuse_file_info *fi, int on) { fi->keep_cache = on ? 1 : 0; }
+void cfuse_fi_set_nonseekable(struct fuse_file_info *fi, int on) { fi->nonseekable = on ? 1 : 0; }
+void cfuse_fi_set_cache_readdir(struct fuse_file_info *fi, int on) { fi->cache_readdir = on ? 1 : 0; }
+int cfuse_fi_writepage(const struct fuse_file_info *fi) { return fi->writepage; }
+
+void cfuse_conn_configure(struct fuse_conn_info *conn, unsigned want, unsigned max_write,
+                          unsigned max_read, unsigned max_readahead, unsigned time_gran) {
+    conn->want |= (want & conn->capable);
+    if (max_write) conn->max_write = max_write;
+    if (max_read) conn->max_read = max_read;
+    if (max_readahead) conn->max_readahead = max_readahead;
+    conn->time_gran = time_gran;
+}
+unsigned cfuse_conn_capable(const struct fuse_conn_info *conn) { return conn->capable; }
+unsigned cfuse_conn_want(const struct fuse_conn_info *conn) { return conn->want; }
+
+uid_t cfuse_req_uid(fuse_req_t req) { return fuse_req_ctx(req)->uid; }
+gid_t cfuse_req_gid(fuse_req_t req) { return fuse_req_ctx(req)->gid; }
+pid_t cfuse_req_pid(fuse_req_t req) { return fuse_req_ctx(req)->pid; }
+mode_t cfuse_req_umask(fuse_req_t req) { return fuse_req_ctx(req)->umask; }

@@ -1,0 +1,28 @@
+/* CKSMSupport: the few primitives the KSM engine needs from C: XXH64 of a page (inlined
+ * from libxxhash's header), whole-page compare and zero test, and 32-bit atomics on raw
+ * memory so refcounts can live in one flat array. */
+#ifndef CKSMSUPPORT_H
+#define CKSMSUPPORT_H
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+
+uint64_t ksm_xxh64(const void *data, size_t len, uint64_t seed);
+
+static inline int ksm_memcmp(const void *a, const void *b, size_t n) { return memcmp(a, b, n); }
+int ksm_is_zero(const void *p, size_t n);
+/* Any length, any alignment. */
+int ksm_is_zero_range(const void *p, size_t n);
+/* Names the calling thread (prctl PR_SET_NAME), for top and ps. */
+void ksm_set_thread_name(const char *name);
+
+static inline uint32_t ksm_atomic_load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void ksm_atomic_store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+/* Returns the new value. */
+static inline uint32_t ksm_atomic_add32(uint32_t *p, uint32_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
+static inline uint32_t ksm_atomic_sub32(uint32_t *p, uint32_t v) { return __atomic_sub_fetch(p, v, __ATOMIC_ACQ_REL); }
+static inline int64_t ksm_atomic_load64(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline int64_t ksm_atomic_add64(int64_t *p, int64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
+static inline void ksm_atomic_store64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
+#endif

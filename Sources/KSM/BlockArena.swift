@@ -1,0 +1,182 @@
+// The block store: one large reserved mapping cut into 4 KiB blocks addressed by 32-bit ids,
+// with atomic refcounts in a parallel array. Id 0 is a hole and id 1 the canonical zero
+// block: neither is ever written nor counted. Freed blocks are returned to the OS in batches
+// (madvise MADV_DONTNEED), so the daemon's RSS falls when files shrink or pages merge, and a
+// reused block always starts zero-filled. Capacity (`size=`) counts live blocks.
+import CKSMSupport
+import Glibc
+
+public final class BlockArena: @unchecked Sendable {
+    public static let pageSize = 4096
+    public static let pageShift = 12
+    public static let hole: UInt32 = 0
+    public static let zero: UInt32 = 1
+    static let firstBlock: UInt32 = 2
+    static let pendingLimit = 4096
+
+    /// Base address of block 0; block `id` lives at `base + id << 12`.
+    public let base: UnsafeMutableRawPointer
+    /// Refcounts (also read by the engine); index = block id.
+    let refcounts: UnsafeMutablePointer<UInt32>
+    /// Items attached to a block while it is a KSM shared block (the stable node's rmap count).
+    let sharers: UnsafeMutablePointer<UInt32>
+    /// Most blocks that may be live at once (`size=` / 4 KiB).
+    public private(set) var capacity: Int
+    let reserved: Int
+
+    private let mutex = Mutex()
+    private let freeStack: UnsafeMutablePointer<UInt32>
+    private var freeCount = 0
+    private let pending: UnsafeMutablePointer<UInt32>
+    private var pendingCount = 0
+    private var bump: UInt32 = BlockArena.firstBlock
+    private var liveBlocks = 0
+    /// Blocks returned to the OS so far (for tests and statistics).
+    public private(set) var releasedToOS = 0
+
+    /// A test seam: when set, `allocate` fails as if the arena were full.
+    public var failAllocations = false
+
+    public struct OutOfSpace: Error {}
+
+    /// Reserves address space for `capacityBlocks` blocks; nothing is resident until written.
+    public init(capacityBlocks: Int) {
+        precondition(capacityBlocks >= 1 && capacityBlocks < Int(UInt32.max) - BlockArena.pendingLimit - 16,
+                     "arena capacity out of range")
+        capacity = capacityBlocks
+        reserved = capacityBlocks + Int(BlockArena.firstBlock) + BlockArena.pendingLimit
+        base = BlockArena.map(bytes: reserved << BlockArena.pageShift)
+        refcounts = BlockArena.map(bytes: reserved * 4).bindMemory(to: UInt32.self, capacity: reserved)
+        sharers = BlockArena.map(bytes: reserved * 4).bindMemory(to: UInt32.self, capacity: reserved)
+        freeStack = BlockArena.map(bytes: reserved * 4).bindMemory(to: UInt32.self, capacity: reserved)
+        pending = .allocate(capacity: BlockArena.pendingLimit)
+    }
+
+    deinit {
+        munmap(base, reserved << BlockArena.pageShift)
+        munmap(refcounts, reserved * 4)
+        munmap(sharers, reserved * 4)
+        munmap(freeStack, reserved * 4)
+        pending.deallocate()
+    }
+
+    private static func map(bytes: Int) -> UnsafeMutableRawPointer {
+        let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let p, p != MAP_FAILED else { fatalError("ksmfs: cannot reserve \(bytes) bytes of address space") }
+        return p
+    }
+
+    /// Changes the capacity (remount); fails if more blocks are live than the new limit.
+    public func setCapacity(_ blocks: Int) -> Bool {
+        mutex.withLock {
+            guard blocks >= liveBlocks, blocks + Int(BlockArena.firstBlock) + BlockArena.pendingLimit <= reserved else { return false }
+            capacity = blocks
+            return true
+        }
+    }
+
+    @inline(__always) public func pointer(_ id: UInt32) -> UnsafeMutableRawPointer {
+        base + (Int(id) << BlockArena.pageShift)
+    }
+
+    /// Live blocks (physical pages the files use, shared blocks counted once).
+    public var used: Int { mutex.withLock { liveBlocks } }
+    public var free: Int { mutex.withLock { max(0, capacity - liveBlocks) } }
+
+    /// Allocates `count` zero-filled blocks with refcount 1 into `out`, all or nothing.
+    public func allocate(_ count: Int, into out: UnsafeMutablePointer<UInt32>) throws(OutOfSpace) {
+        if count == 0 { return }
+        mutex.lock()
+        defer { mutex.unlock() }
+        if failAllocations || liveBlocks + count > capacity { throw OutOfSpace() }
+        for i in 0..<count {
+            var id: UInt32
+            if freeCount > 0 {
+                freeCount -= 1
+                id = freeStack[freeCount]
+            } else if Int(bump) < reserved {
+                id = bump
+                bump += 1
+            } else {
+                flushLocked()
+                precondition(freeCount > 0, "arena: no block free although capacity allows")
+                freeCount -= 1
+                id = freeStack[freeCount]
+            }
+            ksm_atomic_store32(refcounts + Int(id), 1)
+            out[i] = id
+        }
+        liveBlocks += count
+    }
+
+    /// Allocates one block, or nil when the arena is full.
+    public func allocateOne() -> UInt32? {
+        var id: UInt32 = 0
+        do { try allocate(1, into: &id) } catch { return nil }
+        return id
+    }
+
+    @inline(__always) public func refcount(_ id: UInt32) -> UInt32 {
+        id < BlockArena.firstBlock ? 0 : ksm_atomic_load32(refcounts + Int(id))
+    }
+
+    @inline(__always) public func retain(_ id: UInt32) {
+        if id >= BlockArena.firstBlock { _ = ksm_atomic_add32(refcounts + Int(id), 1) }
+    }
+
+    /// Drops one reference; the last one queues the block for return to the OS.
+    @inline(__always) public func release(_ id: UInt32) {
+        guard id >= BlockArena.firstBlock else { return }
+        let left = ksm_atomic_sub32(refcounts + Int(id), 1)
+        precondition(left != UInt32.max, "arena: refcount underflow on block \(id)")
+        if left == 0 { enqueueFree(id) }
+    }
+
+    private func enqueueFree(_ id: UInt32) {
+        mutex.lock()
+        pending[pendingCount] = id
+        pendingCount += 1
+        liveBlocks -= 1
+        if pendingCount == BlockArena.pendingLimit { flushLocked() }
+        mutex.unlock()
+    }
+
+    /// Returns queued blocks to the OS now (one madvise per run of adjacent blocks).
+    public func flush() {
+        mutex.withLock { flushLocked() }
+    }
+
+    private func flushLocked() {
+        guard pendingCount > 0 else { return }
+        var buf = UnsafeMutableBufferPointer(start: pending, count: pendingCount)
+        buf.sort()
+        var i = 0
+        while i < pendingCount {
+            var j = i + 1
+            while j < pendingCount && pending[j] == pending[j - 1] + 1 { j += 1 }
+            madvise(pointer(pending[i]), (j - i) << BlockArena.pageShift, MADV_DONTNEED)
+            i = j
+        }
+        for k in 0..<pendingCount {
+            freeStack[freeCount] = pending[k]
+            freeCount += 1
+        }
+        releasedToOS += pendingCount
+        pendingCount = 0
+    }
+
+    // MARK: sharers (the engine's per-shared-block item count)
+
+    @inline(__always) func sharerCount(_ id: UInt32) -> UInt32 { ksm_atomic_load32(sharers + Int(id)) }
+    /// Returns the new count.
+    @inline(__always) func addSharer(_ id: UInt32) -> UInt32 { ksm_atomic_add32(sharers + Int(id), 1) }
+    @inline(__always) func removeSharer(_ id: UInt32) -> UInt32 { ksm_atomic_sub32(sharers + Int(id), 1) }
+    @inline(__always) func resetSharers(_ id: UInt32) { ksm_atomic_store32(sharers + Int(id), 0) }
+
+    /// A 4 KiB page of zeros that is never written, for replies over holes.
+    nonisolated(unsafe) public static let zeroPage: UnsafeMutableRawPointer = {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: pageSize, alignment: pageSize)
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: pageSize)
+        return p
+    }()
+}

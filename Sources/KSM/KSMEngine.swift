@@ -1,0 +1,509 @@
+// The KSM engine: a userspace re-implementation of mm/ksm.c over the pages of files.
+//
+// Two red-black trees ordered by page content find identical pages. The stable tree holds
+// shared blocks: immutable while shared, so searching it is always sound. The unstable tree
+// holds pages seen unchanged for two visits; in the kernel its pages may change under it, and
+// it is rebuilt every pass. Here the tree takes a reference on each block it holds, which
+// makes the block copy-on-write too: the tree's contents never change, comparisons need no
+// lock, and a merge only re-checks that the page still maps the block it had.
+//
+// Threads: only the scanner touches the trees and the dup pool. A file's page map and scan
+// items change under that file's lock (exclusive for writes and merges). The write path
+// never walks a tree: a copy-on-write break adjusts atomic counters (KSMStats) at once.
+import CKSMSupport
+import Glibc
+
+public final class KSMEngine: @unchecked Sendable {
+    /// Metadata bytes per scan item: the item (12) and its page-map slot (4).
+    public static let bytesPerItem = MemoryLayout<ScanItem>.stride + MemoryLayout<UInt32>.stride
+    static let stableFlag: UInt32 = 0x8000_0000
+
+    public let arena: BlockArena
+    public let stats = KSMStats()
+
+    // Tunables, guarded by `tunablesLock`.
+    private let tunablesLock = Mutex()
+    private var _tunables = Tunables()
+    /// Held for each batch; run/max_page_sharing/merge_across_nodes writes wait on it.
+    let batchLock = Mutex()
+    private let wake = Mutex()
+    private var wakeups = 0
+    private var stopping = false
+    private var thread: pthread_t?
+
+    // The file list in scan order, and the cursor; guarded by `registryLock`.
+    private let registryLock = Mutex()
+    private var files: [MergeableFile] = []
+    private var cursorFile = 0
+    private var cursorPage = 0
+    private var passActive = false
+
+    // Scanner-owned state.
+    let stable: ContentTree
+    let unstable: ContentTree
+    var dups = DupPool()
+    private let scratch: UnsafeMutableRawPointer
+    private var zeroChecksum: UInt32 = 0
+    private var removalBuffer: [UInt32] = []
+    var current = Tunables()
+    private let epoch: timespec
+
+    // Advisor state.
+    var advisorLast: UInt64 = 0
+    var advisorPrevChange: UInt64 = 0
+    /// The advisor's last decision: (pass seconds, CPU percent, pages_to_scan).
+    public internal(set) var lastAdvice: (seconds: UInt64, cpuPercent: UInt64, pagesToScan: UInt32) = (0, 0, 0)
+    private var passStart = timespec()
+    private var passCPUStart: Int64 = 0
+
+    public init(arena: BlockArena) {
+        self.arena = arena
+        stable = ContentTree(arenaBase: UnsafeRawPointer(arena.base))
+        unstable = ContentTree(arenaBase: UnsafeRawPointer(arena.base))
+        scratch = .allocate(byteCount: BlockArena.pageSize, alignment: BlockArena.pageSize)
+        zeroChecksum = UInt32(truncatingIfNeeded: ksm_xxh64(BlockArena.zeroPage, BlockArena.pageSize, 0))
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        epoch = now
+        removalBuffer.reserveCapacity(1024)
+    }
+
+    deinit { scratch.deallocate() }
+
+    // MARK: tunables
+
+    public var tunables: Tunables { tunablesLock.withLock { _tunables } }
+
+    /// Changes tunables outside any batch (callers that must wait for the batch hold batchLock).
+    public func updateTunables(_ body: (inout Tunables) -> Void) {
+        tunablesLock.withLock { body(&_tunables) }
+        kick()
+    }
+
+    public func updateTunablesQuietly(_ body: (inout Tunables) -> Void) {
+        tunablesLock.withLock { body(&_tunables) }
+    }
+
+    /// Runs `body` between batches, as the kernel's ksm_thread_mutex does.
+    public func betweenBatches<R>(_ body: () throws -> R) rethrows -> R {
+        try batchLock.withLock(body)
+    }
+
+    /// Wakes the scanner now (a changed sleep or run).
+    public func kick() {
+        wake.withLock { wakeups &+= 1; wake.broadcast() }
+    }
+
+    // MARK: files
+
+    /// Adds a file just behind the scan cursor (it is first visited in the next pass).
+    public func register(_ file: MergeableFile, mergeable: Bool) {
+        file.engine = self
+        file.lock.withExclusive { file._mergeable = mergeable }
+        registryLock.withLock {
+            let at = min(cursorFile, files.count)
+            files.insert(file, at: at)
+            if passActive || at < cursorFile { cursorFile += 1 }
+        }
+        kick()
+    }
+
+    /// The file is gone; the scanner drops it when the cursor reaches it.
+    public func unregister(_ file: MergeableFile) {
+        file.lock.withExclusive { file.dead = true }
+    }
+
+    public func isMergeable(_ file: MergeableFile) -> Bool { file.lock.withShared { file._mergeable } }
+
+    /// Switches merging of one file; off unmerges its pages (MADV_UNMERGEABLE). Returns false
+    /// if private copies did not fit (merging stays on, as the kernel leaves the VMA mergeable).
+    public func setMergeable(_ file: MergeableFile, _ on: Bool) -> Bool {
+        if on {
+            file.lock.withExclusive { file._mergeable = true }
+            kick()
+            return true
+        }
+        return batchLock.withLock {
+            let ok = unmerge(file)
+            if ok { file.lock.withExclusive { file._mergeable = false } }
+            return ok
+        }
+    }
+
+    var fileCount: Int { registryLock.withLock { files.count } }
+
+    func registryLockedFiles() -> [MergeableFile] { registryLock.withLock { files } }
+
+    /// Forgets the current pass (after unmerging everything): the unstable tree is emptied and
+    /// the next batch starts a new pass from the first file.
+    func resetPass() {
+        registryLock.withLock {
+            passActive = false
+            cursorFile = 0
+            cursorPage = 0
+        }
+        clearUnstableTree()
+    }
+
+    // MARK: scanner thread
+
+    public func start() {
+        guard thread == nil else { return }
+        let ctx = Unmanaged.passRetained(self).toOpaque()
+        var t = pthread_t()
+        pthread_create(&t, nil, { arg in
+            let engine = Unmanaged<KSMEngine>.fromOpaque(arg!).takeRetainedValue()
+            engine.loop()
+            return nil
+        }, ctx)
+        thread = t
+    }
+
+    public func stop() {
+        wake.withLock { stopping = true; wake.broadcast() }
+        if let t = thread { pthread_join(t, nil); thread = nil }
+    }
+
+    private func loop() {
+        ksm_set_thread_name("ksmd")
+        while true {
+            let seen = wake.withLock { wakeups }
+            if wake.withLock({ stopping }) { return }
+            let t = tunables
+            var ran = false
+            if t.run == 1 && fileCount > 0 {
+                batchLock.withLock { _ = scanBatchTimed() }
+                ran = true
+            }
+            wake.withLock {
+                if stopping || wakeups != seen { return }
+                wake.wait(nanoseconds: ran ? UInt64(t.sleepMillisecs) * 1_000_000 : nil)
+            }
+        }
+    }
+
+    private func threadCPUNanos() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    /// One batch with its CPU time accounted (scanner thread or a test's thread).
+    @discardableResult
+    func scanBatchTimed() -> Int {
+        let c0 = threadCPUNanos()
+        let n = scanBatch(limit: Int(tunables.pagesToScan))
+        stats.add(.scannerNanos, threadCPUNanos() - c0)
+        return n
+    }
+
+    /// Runs batches of `pages` until `limit` pages have been handled or passes complete; for
+    /// tests and benchmarks (the caller is the scanner: the thread must not be started).
+    @discardableResult
+    public func scan(pages: Int) -> Int {
+        batchLock.withLock {
+            let c0 = threadCPUNanos()
+            let n = scanBatch(limit: pages)
+            stats.add(.scannerNanos, threadCPUNanos() - c0)
+            return n
+        }
+    }
+
+    /// Runs full passes until `passes` more have completed.
+    public func scanPasses(_ passes: Int) {
+        let target = stats.fullScans + Int64(passes)
+        while stats.fullScans < target { scan(pages: 1 << 20) }
+    }
+
+    // MARK: the batch
+
+    /// Handles up to `limit` pages (skipped ones do not count); stops at the end of a pass.
+    /// Returns the pages handled.
+    func scanBatch(limit: Int) -> Int {
+        current = tunables
+        var done = 0
+        while done < limit {
+            guard let (file, page) = nextPage() else { break }
+            switch processPage(file, page) {
+            case .scanned: done += 1; stats.add(.pagesScanned, 1)
+            case .skipped, .gone: break
+            }
+        }
+        arena.flush()
+        return done
+    }
+
+    /// The next (file, page) under the cursor; nil at the end of a pass (which it completes).
+    private func nextPage() -> (MergeableFile, Int)? {
+        registryLock.lock()
+        if !passActive { startPassLocked() }
+        while cursorFile < files.count {
+            let f = files[cursorFile]
+            registryLock.unlock()
+            let found: Int? = f.lock.withShared {
+                if f.dead || !f._mergeable { return nil }
+                let limit = f.pages.chunkCount << PageMap.chunkShift
+                return f.pages.nextData(from: cursorPage, limit: limit)
+            }
+            registryLock.lock()
+            if let p = found {
+                cursorPage = p + 1
+                registryLock.unlock()
+                return (f, p)
+            }
+            if f.dead, cursorFile < files.count, files[cursorFile] === f {
+                files.remove(at: cursorFile)
+                if f.scanID != 0 { idTable[f.scanID] = nil }
+            } else {
+                cursorFile += 1
+            }
+            cursorPage = 0
+        }
+        endPassLocked()
+        registryLock.unlock()
+        return nil
+    }
+
+    private func startPassLocked() {
+        passActive = true
+        cursorFile = 0
+        cursorPage = 0
+        clearUnstableTree()
+        clock_gettime(CLOCK_MONOTONIC, &passStart)
+        passCPUStart = stats.scannerCPUNanos
+    }
+
+    private func endPassLocked() {
+        passActive = false
+        cursorFile = 0
+        cursorPage = 0
+        sweepStableTree()
+        stats.add(.fullScans, 1)
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let ms = Int64(now.tv_sec - passStart.tv_sec) * 1000 + Int64(now.tv_nsec - passStart.tv_nsec) / 1_000_000
+        stats.set(.lastPassNanos, ms * 1_000_000)
+        if current.advisorScanTime { runAdvisor(elapsedMs: UInt64(max(0, ms)), cpuMs: UInt64(max(0, (stats.scannerCPUNanos - passCPUStart) / 1_000_000))) }
+    }
+
+    var seq: UInt8 { UInt8(truncatingIfNeeded: stats.fullScans) }
+
+    /// Empties the unstable tree, dropping its references (a new pass starts).
+    private func clearUnstableTree() {
+        var n = unstable.first()
+        while n != 0 {
+            arena.release(unstable.block(n))
+            n = unstable.next(n)
+        }
+        unstable.removeAll()
+    }
+
+    // MARK: cmp_and_merge_page
+
+    enum Outcome { case scanned, skipped, gone }
+
+    @inline(__always) func isStableBlock(_ b: UInt32) -> Bool {
+        b >= 2 && ksm_atomic_load32(arena.sharers + Int(b)) & KSMEngine.stableFlag != 0
+    }
+
+    private func processPage(_ f: MergeableFile, _ p: Int) -> Outcome {
+        // Phase 1, shared lock: item bookkeeping, smart scan, a copy of the page.
+        var b: UInt32 = 0
+        var oldChecksum: UInt32 = 0
+        var outcome: Outcome? = nil
+        let owner = f.owner
+        f.lock.lockShared()
+        b = f.pages.block(p)
+        if b < 2 || f.dead || !f._mergeable {
+            outcome = .gone
+        } else {
+            let it = f.pages.item(p)
+            if it.pointee.state == .absent {
+                it.pointee.state = .visited
+                it.pointee.age = 0
+                it.pointee.skip = 0
+                f.itemCount += 1
+                stats.add(.items, 1)
+            }
+            if it.pointee.state == .stable {
+                outcome = .scanned          // already merged: the cheap path
+            } else if current.smartScan && !isStableBlock(b) && shouldSkip(it) {
+                removeFromTree(it)
+                stats.add(.pagesSkipped, 1)
+                outcome = .skipped
+            } else {
+                removeFromTree(it)
+                oldChecksum = it.pointee.checksum
+                scratch.copyMemory(from: f.arena.pointer(b), byteCount: BlockArena.pageSize)
+            }
+        }
+        f.lock.unlock()
+        if let outcome { return outcome }
+
+        // Stable tree first: a page matching a shared block merges on any visit.
+        let found = searchStable(scratch, owner: owner)
+        if found.block != 0 {
+            mergeIntoStable(f, p, expect: b, stableBlock: found.block)
+            return .scanned
+        }
+
+        let checksum = UInt32(truncatingIfNeeded: ksm_xxh64(scratch, BlockArena.pageSize, 0))
+        if checksum != oldChecksum {
+            f.lock.withShared {
+                if let it = f.pages.existingItem(p) { it.pointee.checksum = checksum }
+            }
+            return .scanned
+        }
+
+        if current.useZeroPages && checksum == zeroChecksum && ksm_is_zero(scratch, BlockArena.pageSize) != 0 {
+            mergeIntoZero(f, p, expect: b)
+            return .scanned
+        }
+
+        // Unstable tree: freeze the block (the tree's reference), then search or insert.
+        var frozen = false
+        f.lock.withShared {
+            if f.pages.block(p) == b, f.pages.existingItem(p) != nil, arena.refcount(b) >= 1 {
+                arena.retain(b)
+                if ksm_memcmp(arena.pointer(b), scratch, BlockArena.pageSize) == 0 { frozen = true } else { arena.release(b) }
+            }
+        }
+        if !frozen { return .scanned }
+        let fileSlot = fileID(f)
+        let (node, inserted) = unstable.findOrInsert(UnsafeRawPointer(arena.pointer(b)), block: b,
+                                                     a: fileSlot, b: UInt32(truncatingIfNeeded: p), c: owner)
+        if inserted {
+            let kept: Bool = f.lock.withShared {
+                guard f.pages.block(p) == b, let it = f.pages.existingItem(p) else { return false }
+                it.pointee.state = .unstable
+                it.pointee.node = node
+                it.pointee.seq = seq
+                stats.add(.unshared, 1)
+                return true
+            }
+            if !kept {
+                unstable.remove(node)
+                arena.release(b)
+            }
+            return .scanned
+        }
+        // A match in the unstable tree: owners must agree unless merge_across_owners.
+        if !current.mergeAcrossOwners && unstable.c(node) != owner {
+            arena.release(b)
+            return .scanned
+        }
+        mergeWithUnstable(f, p, block: b, node: node)
+        arena.release(b)        // our freeze reference
+        return .scanned
+    }
+
+    /// Smart scan's schedule (mm/ksm.c should_skip_rmap_item).
+    @inline(__always) private func shouldSkip(_ it: UnsafeMutablePointer<ScanItem>) -> Bool {
+        let age = it.pointee.age
+        if age != 255 { it.pointee.age = age + 1 }
+        if age < 3 { return false }
+        if it.pointee.skip == 0 {
+            it.pointee.skip = age <= 3 ? 1 : age <= 5 ? 2 : age <= 8 ? 4 : 8
+            return false
+        }
+        it.pointee.skip -= 1
+        return true
+    }
+
+    /// Takes an item out of the unstable tree (its file's lock held).
+    @inline(__always) private func removeFromTree(_ it: UnsafeMutablePointer<ScanItem>) {
+        if it.pointee.state == .unstable {
+            if it.pointee.seq == seq && passActive {
+                let n = it.pointee.node
+                if n != 0 && unstable.isLive(n) {
+                    arena.release(unstable.block(n))
+                    unstable.remove(n)
+                }
+            }
+            stats.add(.unshared, -1)
+            it.pointee.state = .visited
+            it.pointee.node = 0
+        }
+    }
+
+    /// A small stable id for a file while it is registered (its position is not stable, so
+    /// use the object's address, cut to 32 bits, verified on use).
+    @inline(__always) private func fileID(_ f: MergeableFile) -> UInt32 {
+        if f.scanID == 0 { f.scanID = nextScanID; nextScanID &+= 1; if nextScanID == 0 { nextScanID = 1 } ; idTable[f.scanID] = Unmanaged.passUnretained(f) }
+        return f.scanID
+    }
+    private var nextScanID: UInt32 = 1
+    private var idTable: [UInt32: Unmanaged<MergeableFile>] = [:]
+
+    /// Points page `p` at shared block `s` if it still maps `expect` with the same bytes.
+    private func mergeIntoStable(_ f: MergeableFile, _ p: Int, expect b: UInt32, stableBlock s: UInt32) {
+        f.lock.withExclusive {
+            guard !f.dead, f.pages.block(p) == b, let it = f.pages.existingItem(p), it.pointee.state != .stable else { return }
+            guard ksm_memcmp(arena.pointer(b), arena.pointer(s), BlockArena.pageSize) == 0 else { return }
+            arena.retain(s)
+            f.pages.set(p, s)
+            arena.release(b)
+            attach(f, it, s)
+        }
+    }
+
+    /// Marks an item attached to shared block `s` (its file's lock held).
+    private func attach(_ f: MergeableFile, _ it: UnsafeMutablePointer<ScanItem>, _ s: UInt32) {
+        if it.pointee.state == .unstable { stats.add(.unshared, -1) }
+        it.pointee.state = .stable
+        it.pointee.node = s
+        if arena.addSharer(s) & ~KSMEngine.stableFlag == 1 { stats.add(.pagesShared, 1) }
+        stats.add(.stableItems, 1)
+        stats.add(.mergedTotal, 1)
+        f.mergingCount += 1
+    }
+
+    private func mergeIntoZero(_ f: MergeableFile, _ p: Int, expect b: UInt32) {
+        f.lock.withExclusive {
+            guard !f.dead, f.pages.block(p) == b, let it = f.pages.existingItem(p) else { return }
+            guard ksm_is_zero(arena.pointer(b), BlockArena.pageSize) != 0 else { return }
+            f.pages.set(p, BlockArena.zero)
+            arena.release(b)
+            it.pointee.state = .zero
+            f.zeroCount += 1
+            stats.add(.zeroPages, 1)
+            stats.add(.mergedTotal, 1)
+        }
+    }
+
+    /// Our page (mapping frozen block `b`) equals unstable node `node`'s block `c`: make `c`
+    /// shared, point both pages at it, and move it to the stable tree.
+    private func mergeWithUnstable(_ f: MergeableFile, _ p: Int, block b: UInt32, node: UInt32) {
+        let c = unstable.block(node)
+        let otherID = unstable.a(node)
+        let otherPage = Int(unstable.b(node))
+        let owner = unstable.c(node)
+        unstable.remove(node)          // the tree's reference on c passes to the stable tree
+        let s = insertStable(c, owner: owner)
+        var attached = 0
+        f.lock.withExclusive {
+            guard !f.dead, f.pages.block(p) == b, let it = f.pages.existingItem(p) else { return }
+            arena.retain(c)
+            f.pages.set(p, c)
+            arena.release(b)
+            attach(f, it, c)
+            attached += 1
+        }
+        if let other = idTable[otherID]?.takeUnretainedValue() {
+            other.lock.withExclusive {
+                guard let it = other.pages.existingItem(otherPage), it.pointee.state == .unstable,
+                      it.pointee.node == node, it.pointee.seq == seq else { return }
+                if !other.dead && other.pages.block(otherPage) == c {
+                    attach(other, it, c)
+                    attached += 1
+                } else {
+                    stats.add(.unshared, -1)
+                    it.pointee.state = .visited
+                    it.pointee.node = 0
+                }
+            }
+        }
+        _ = s
+        _ = attached
+    }
+}

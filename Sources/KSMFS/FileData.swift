@@ -1,0 +1,151 @@
+// Data operations of regular files: open, read, write, fallocate, lseek, copy_file_range.
+// Pages are read straight from the arena with fuse_reply_iov while the file's lock is held;
+// writes and the rest go through `MergeableFile`, which does copy-on-write.
+import FUSE
+import Glibc
+import KSM
+
+extension MemoryFileSystem {
+    func openReply(for inode: Inode) -> OpenReply {
+        if case .control = inode.kind { return OpenReply(handle: 0, directIO: true, keepCache: false, nonSeekable: false) }
+        return OpenReply(handle: 0, directIO: false, keepCache: true)
+    }
+
+    static func errno(_ e: FileError) -> Errno {
+        switch e {
+        case .noSpace: return .nospc
+        case .tooBig: return .fbig
+        case .invalid: return .inval
+        }
+    }
+
+    public func open(_ r: Request, ino: UInt64, flags: Int32) -> Result<OpenReply, Errno> {
+        guard let inode = inode(ino) else { return .failure(.noent) }
+        let accmode = flags & O_ACCMODE
+        if case .control(let cf) = inode.kind {
+            if accmode != O_RDONLY {
+                if !cf.isTunable { return .failure(.acces) }
+                if !mayWriteTunable(r) { return .failure(.acces) }
+            }
+            return .success(openReply(for: inode))
+        }
+        if inode.isDirectory && accmode != O_RDONLY { return .failure(.isdir) }
+        if accmode != O_RDONLY && options.readOnly { return .failure(.rofs) }
+        if flags & O_TRUNC != 0, accmode != O_RDONLY, let f = inode.file {
+            do { try f.truncate(to: 0) } catch { return .failure(MemoryFileSystem.errno(error)) }
+            inode.touch(m: true, c: true)
+        }
+        return .success(openReply(for: inode))
+    }
+
+    public func read(_ r: Request, ino: UInt64, size: Int, offset: Int64, handle: UInt64, reply: consuming ReadReply) {
+        guard let inode = inode(ino) else { reply.fail(.noent); return }
+        switch inode.kind {
+        case .regular(let f):
+            // The reply is sent inside the closure, while the pages are held.
+            var pending: ReadReply? = consume reply
+            f.withReadVectors(offset: offset, size: size) { iov in
+                let rep = pending.take()!
+                if iov.isEmpty {
+                    rep.send(UnsafeRawBufferPointer(start: nil, count: 0))
+                } else {
+                    rep.send(iov.baseAddress!, count: iov.count)
+                }
+            }
+        case .control(let cf):
+            let text = cf.read()
+            let start = Int(min(Int64(text.count), max(0, offset)))
+            let end = min(text.count, start + size)
+            reply.send(Array(text[start..<end]))
+        case .directory:
+            reply.fail(.isdir)
+        default:
+            reply.fail(.inval)
+        }
+    }
+
+    public func write(_ r: Request, ino: UInt64, data: UnsafeRawBufferPointer, offset: Int64, handle: UInt64, flags: Int32) -> Result<Int, Errno> {
+        guard let inode = inode(ino) else { return .failure(.noent) }
+        switch inode.kind {
+        case .regular(let f):
+            if options.readOnly { return .failure(.rofs) }
+            do {
+                let n = try f.write(data, at: offset)
+                inode.touch(m: true, c: true)
+                return .success(n)
+            } catch {
+                return .failure(MemoryFileSystem.errno(error))
+            }
+        case .control(let cf):
+            guard cf.isTunable, mayWriteTunable(r) else { return .failure(.acces) }
+            return cf.write(data)
+        case .directory:
+            return .failure(.isdir)
+        default:
+            return .failure(.inval)
+        }
+    }
+
+    public func fallocate(_ r: Request, ino: UInt64, mode: Int32, offset: Int64, length: Int64, handle: UInt64) -> Errno? {
+        guard let inode = inode(ino) else { return .noent }
+        guard let f = inode.file else { return inode.isDirectory ? .isdir : .nodev }
+        if options.readOnly { return .rofs }
+        let keepSize: Int32 = 0x01, punch: Int32 = 0x02, zeroRange: Int32 = 0x10
+        if mode & ~(keepSize | punch | zeroRange) != 0 { return .opnotsupp }
+        if offset < 0 || length <= 0 { return .inval }
+        do {
+            if mode & punch != 0 {
+                if mode & keepSize == 0 || mode & zeroRange != 0 { return .opnotsupp }
+                try f.punchHole(offset: offset, length: length)
+                inode.touch(m: true, c: true)
+            } else if mode & zeroRange != 0 {
+                try f.zeroRange(offset: offset, length: length, keepSize: mode & keepSize != 0)
+                inode.touch(m: true, c: true)
+            } else {
+                let before = f.size
+                try f.allocate(offset: offset, length: length, keepSize: mode & keepSize != 0)
+                if f.size != before { inode.touch(m: true, c: true) }
+            }
+        } catch {
+            return MemoryFileSystem.errno(error)
+        }
+        return nil
+    }
+
+    public func lseek(_ r: Request, ino: UInt64, offset: Int64, whence: Int32, handle: UInt64) -> Result<Int64, Errno> {
+        guard let inode = inode(ino) else { return .failure(.noent) }
+        guard let f = inode.file else { return .failure(.inval) }
+        switch whence {
+        case 3, 4:   // SEEK_DATA, SEEK_HOLE
+            if let o = f.seek(from: offset, data: whence == 3) { return .success(o) }
+            return .failure(.nxio)
+        case SEEK_SET: return .success(offset)
+        case SEEK_END: return .success(f.size + offset)
+        default: return .failure(.inval)
+        }
+    }
+
+    public func copyFileRange(_ r: Request, inoIn: UInt64, offsetIn: Int64, handleIn: UInt64,
+                              inoOut: UInt64, offsetOut: Int64, handleOut: UInt64, length: Int, flags: Int32) -> Result<Int, Errno> {
+        if flags != 0 { return .failure(.inval) }
+        guard let src = inode(inoIn), let dst = inode(inoOut) else { return .failure(.noent) }
+        guard let sf = src.file, let df = dst.file else { return .failure(.inval) }
+        if options.readOnly { return .failure(.rofs) }
+        do {
+            let n = try MergeableFile.copyRange(from: sf, at: offsetIn, to: df, at: offsetOut, length: length)
+            if n > 0 { dst.touch(m: true, c: true) }
+            return .success(n)
+        } catch {
+            return .failure(MemoryFileSystem.errno(error))
+        }
+    }
+
+    public func fsync(_ r: Request, ino: UInt64, dataOnly: Bool, handle: UInt64) -> Errno? { nil }
+    public func flush(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? { nil }
+    public func release(_ r: Request, ino: UInt64, handle: UInt64, flags: Int32) -> Errno? { nil }
+
+    /// Who may write a tunable: root, or the mount's owner when the mount is not shared.
+    func mayWriteTunable(_ r: Request) -> Bool {
+        r.uid == 0 || (!options.allowOther && r.uid == options.mountOwner)
+    }
+}

@@ -1,0 +1,154 @@
+// Inodes of the memory filesystem: attributes, directory entries, symlink targets, xattrs,
+// and for regular files the `MergeableFile` that holds the pages. Attribute fields are
+// guarded by the inode's `meta` mutex; namespace changes also hold the filesystem's
+// namespace mutex (taken first), so no path ever takes two inode mutexes but in ino order.
+import FUSE
+import Glibc
+import KSM
+
+/// What an inode is beyond its attributes.
+enum InodeKind {
+    case regular(MergeableFile)
+    case directory(Directory)
+    case symlink(String)
+    case special
+    /// A file of the /ksm control directory.
+    case control(ControlFile)
+}
+
+final class Inode: @unchecked Sendable {
+    let ino: UInt64
+    let meta = Mutex()
+    var mode: mode_t
+    var uid: uid_t
+    var gid: gid_t
+    var nlink: UInt32
+    var rdev: dev_t = 0
+    var atime: timespec
+    var mtime: timespec
+    var ctime: timespec
+    let btime: timespec
+    var xattrs: [String: [UInt8]] = [:]
+    var kind: InodeKind
+    /// Kernel lookup references (FUSE lookup count); guarded by the inode table's lock.
+    var lookups: UInt64 = 0
+
+    init(ino: UInt64, mode: mode_t, uid: uid_t, gid: gid_t, kind: InodeKind) {
+        self.ino = ino
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.kind = kind
+        let now = Clock.now()
+        atime = now; mtime = now; ctime = now; btime = now
+        if case .directory = kind { nlink = 2 } else { nlink = 1 }
+    }
+
+    var isDirectory: Bool { if case .directory = kind { return true }; return false }
+    var directory: Directory? { if case .directory(let d) = kind { return d }; return nil }
+    var file: MergeableFile? { if case .regular(let f) = kind { return f }; return nil }
+
+    /// Attributes as `stat`, taking `meta`.
+    func attributes() -> stat {
+        var st = stat()
+        meta.withLock {
+            st.st_ino = UInt(ino)
+            st.st_mode = mode
+            st.st_nlink = UInt(nlink)
+            st.st_uid = uid
+            st.st_gid = gid
+            st.st_rdev = rdev
+            st.st_atim = atime
+            st.st_mtim = mtime
+            st.st_ctim = ctime
+        }
+        st.st_blksize = 4096
+        switch kind {
+        case .regular(let f):
+            st.st_size = Int(f.size)
+            st.st_blocks = f.dataPages * 8
+        case .directory(let d):
+            st.st_size = d.byteSize
+        case .symlink(let target):
+            st.st_size = target.utf8.count
+        case .control:
+            st.st_size = 4096
+        case .special:
+            break
+        }
+        return st
+    }
+
+    func touch(m: Bool = false, c: Bool = false, a: Bool = false) {
+        let now = Clock.now()
+        meta.withLock {
+            if m { mtime = now }
+            if c { ctime = now }
+            if a { atime = now }
+        }
+    }
+}
+
+/// A directory's entries in creation order: stable readdir offsets (index + 3) that survive
+/// removals (tombstones), compacted only when no handle has the directory open.
+final class Directory {
+    struct Entry {
+        let name: String
+        let inode: Inode
+    }
+    private(set) var entries: [Entry?] = []
+    private var index: [String: Int] = [:]
+    private var tombstones = 0
+    var openHandles = 0
+    /// The parent directory's inode number (the root is its own parent).
+    var parent: UInt64
+
+    init(parent: UInt64) { self.parent = parent }
+
+    var count: Int { index.count }
+    var isEmpty: Bool { index.isEmpty }
+    /// Reported st_size: tmpfs style, a nominal 20 bytes per entry plus 40.
+    var byteSize: Int { 40 + 20 * index.count }
+
+    func lookup(_ name: String) -> Inode? {
+        guard let i = index[name] else { return nil }
+        return entries[i]?.inode
+    }
+
+    func insert(_ name: String, _ inode: Inode) {
+        index[name] = entries.count
+        entries.append(Entry(name: name, inode: inode))
+    }
+
+    @discardableResult
+    func remove(_ name: String) -> Inode? {
+        guard let i = index.removeValue(forKey: name) else { return nil }
+        let inode = entries[i]?.inode
+        entries[i] = nil
+        tombstones += 1
+        compactIfIdle()
+        return inode
+    }
+
+    /// Replaces the inode an existing name points at (rename over, exchange).
+    func replace(_ name: String, with inode: Inode) {
+        guard let i = index[name] else { insert(name, inode); return }
+        entries[i] = Entry(name: name, inode: inode)
+    }
+
+    func compactIfIdle() {
+        guard openHandles == 0, tombstones > 32, tombstones * 2 > entries.count else { return }
+        entries = entries.filter { $0 != nil }
+        index.removeAll(keepingCapacity: true)
+        for (i, e) in entries.enumerated() { index[e!.name] = i }
+        tombstones = 0
+    }
+}
+
+enum Clock {
+    static func now() -> timespec {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return ts
+    }
+}

@@ -1,0 +1,207 @@
+// The ksmfs filesystem: a tmpfs-like tree of inodes whose regular files keep their pages in
+// the engine's block arena. The kernel enforces permissions (default_permissions), sticky
+// directories and suid/sgid clearing; this file does what a local filesystem must do itself:
+// names, link counts, timestamps, setgid inheritance, capacity, and the operations' errno.
+import FUSE
+import Glibc
+import KSM
+import Logging
+
+public struct FileSystemOptions: Sendable {
+    public var capacityBytes: Int
+    public var maxInodes: Int
+    public var rootMode: mode_t = 0o1777
+    public var rootUID: uid_t = 0
+    public var rootGID: gid_t = 0
+    public var readOnly = false
+    /// Whether new files are mergeable by default (`-o merge=all|none`).
+    public var mergeByDefault = true
+    /// Whether other users may use the mount (`allow_other`): decides who may write tunables.
+    public var allowOther = false
+    /// The uid that mounted the filesystem.
+    public var mountOwner: uid_t = getuid()
+    public var writebackCache = true
+
+    public init(capacityBytes: Int, maxInodes: Int) {
+        self.capacityBytes = capacityBytes
+        self.maxInodes = maxInodes
+    }
+}
+
+public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
+    public static let nameMax = 255
+    public static let symlinkMax = 4095
+
+    public let options: FileSystemOptions
+    public let arena: BlockArena
+    public let engine: KSMEngine
+    let logger: Logger
+    /// Serializes namespace changes (create, link, unlink, rename, ...).
+    let namespace = Mutex()
+    private let tableLock = ReadWriteLock()
+    private var table: [UInt64: Inode] = [:]
+    private var nextIno: UInt64 = 2
+    private var inodeCount = 0
+    let root: Inode
+    var controlDirectory: Inode!
+
+    public init(options: FileSystemOptions, logger: Logger = Logger(label: "ksmfs")) {
+        self.options = options
+        self.logger = logger
+        let blocks = max(1, options.capacityBytes / BlockArena.pageSize)
+        arena = BlockArena(capacityBlocks: blocks)
+        engine = KSMEngine(arena: arena)
+        root = Inode(ino: 1, mode: S_IFDIR | (options.rootMode & 0o7777), uid: options.rootUID, gid: options.rootGID,
+                     kind: .directory(Directory(parent: 1)))
+        root.lookups = 1 << 62
+        table[1] = root
+        inodeCount = 1
+        controlDirectory = makeControlDirectory()
+    }
+
+    // MARK: inode table
+
+    func inode(_ ino: UInt64) -> Inode? {
+        tableLock.withShared { table[ino] }
+    }
+
+    func get(_ ino: UInt64) -> Result<Inode, Errno> {
+        if let i = inode(ino) { return .success(i) }
+        return .failure(.noent)
+    }
+
+    /// Creates an inode counted against nr_inodes (or not, for control files).
+    func newInode(mode: mode_t, uid: uid_t, gid: gid_t, kind: InodeKind, counted: Bool = true) -> Inode? {
+        tableLock.withExclusive {
+            if counted && inodeCount >= options.maxInodes { return nil }
+            let ino = nextIno
+            nextIno += 1
+            let inode = Inode(ino: ino, mode: mode, uid: uid, gid: gid, kind: kind)
+            table[ino] = inode
+            if counted { inodeCount += 1 }
+            return inode
+        }
+    }
+
+    var usedInodes: Int { tableLock.withShared { inodeCount } }
+
+    /// Counts one kernel reference for an entry handed out.
+    func remember(_ inode: Inode) -> Entry {
+        tableLock.withExclusive { inode.lookups += 1 }
+        return entry(inode)
+    }
+
+    func entry(_ inode: Inode) -> Entry {
+        let timeout: Double
+        if case .control = inode.kind { timeout = 0 } else { timeout = 1 }
+        return Entry(attributes: inode.attributes(), attributeTimeout: timeout, entryTimeout: 1)
+    }
+
+    public func forget(ino: UInt64, lookups: UInt64) {
+        guard ino != 1 else { return }
+        var dropped: Inode?
+        tableLock.withExclusive {
+            guard let inode = table[ino] else { return }
+            inode.lookups = inode.lookups >= lookups ? inode.lookups - lookups : 0
+            if inode.lookups == 0 && inode.meta.withLock({ inode.nlink }) == 0 {
+                table.removeValue(forKey: ino)
+                if case .control = inode.kind {} else { inodeCount -= 1 }
+                dropped = inode
+            }
+        }
+        dropped.map(discard)
+    }
+
+    /// An inode whose last name went away: free it now if the kernel holds no reference.
+    func unlinked(_ inode: Inode) {
+        var dropped: Inode?
+        tableLock.withExclusive {
+            if inode.lookups == 0 && inode.meta.withLock({ inode.nlink }) == 0 && table[inode.ino] != nil {
+                table.removeValue(forKey: inode.ino)
+                inodeCount -= 1
+                dropped = inode
+            }
+        }
+        dropped.map(discard)
+    }
+
+    private func discard(_ inode: Inode) {
+        if let f = inode.file {
+            engine.unregister(f)
+            f.releaseAll()
+        }
+    }
+
+    // MARK: helpers
+
+    static func validName(_ name: String) -> Errno? {
+        if name.utf8.count > nameMax { return .nametoolong }
+        if name.isEmpty || name == "." || name == ".." { return .inval }
+        return nil
+    }
+
+    func directory(_ ino: UInt64) -> Result<(Inode, Directory), Errno> {
+        guard let inode = inode(ino) else { return .failure(.noent) }
+        guard let d = inode.directory else { return .failure(.notdir) }
+        return .success((inode, d))
+    }
+
+    func writable() -> Errno? { options.readOnly ? .rofs : nil }
+
+    // MARK: FileSystem
+
+    public func connectionSettings() -> ConnectionSettings {
+        var s = ConnectionSettings()
+        s.writebackCache = options.writebackCache
+        return s
+    }
+
+    public func destroy() {
+        engine.stop()
+    }
+
+    public func lookup(_ r: Request, parent: UInt64, name: String) -> Result<Entry, Errno> {
+        if name.utf8.count > MemoryFileSystem.nameMax { return .failure(.nametoolong) }
+        return namespace.withLock {
+            directory(parent).flatMap { (dirInode, dir) in
+                if name == "." { return .success(remember(dirInode)) }
+                if name == ".." { return get(dir.parent).map(remember) }
+                guard let child = dir.lookup(name) else { return .failure(.noent) }
+                return .success(remember(child))
+            }
+        }
+    }
+
+    public func getattr(_ r: Request, ino: UInt64) -> Result<stat, Errno> {
+        get(ino).map { $0.attributes() }
+    }
+
+    public func statfs(_ r: Request, ino: UInt64) -> Result<statvfs, Errno> {
+        var sv = statvfs()
+        sv.f_bsize = UInt(BlockArena.pageSize)
+        sv.f_frsize = UInt(BlockArena.pageSize)
+        sv.f_blocks = UInt(arena.capacity)
+        sv.f_bfree = UInt(arena.free)
+        sv.f_bavail = sv.f_bfree
+        sv.f_files = UInt(options.maxInodes)
+        sv.f_ffree = UInt(max(0, options.maxInodes - usedInodes))
+        sv.f_favail = sv.f_ffree
+        sv.f_namemax = UInt(MemoryFileSystem.nameMax)
+        return .success(sv)
+    }
+
+    public func access(_ r: Request, ino: UInt64, mask: Int32) -> Errno? {
+        guard let inode = inode(ino) else { return .noent }
+        if mask & W_OK != 0 && options.readOnly { return .rofs }
+        if r.uid == 0 {
+            if mask & X_OK != 0 && !inode.isDirectory && inode.meta.withLock({ inode.mode }) & 0o111 == 0 { return .acces }
+            return nil
+        }
+        let (mode, uid, gid) = inode.meta.withLock { (inode.mode, inode.uid, inode.gid) }
+        let bits: mode_t
+        if r.uid == uid { bits = (mode >> 6) & 7 }
+        else if r.gid == gid || r.groups().contains(gid) { bits = (mode >> 3) & 7 }
+        else { bits = mode & 7 }
+        return mode_t(mask) & ~bits & 7 == 0 ? nil : .acces
+    }
+}

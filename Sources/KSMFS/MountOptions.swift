@@ -1,0 +1,120 @@
+// The daemon's `-o` options: ksmfs's own (size, nr_inodes, mode, uid, gid, merge,
+// writeback) parsed into FileSystemOptions, and the FUSE/kernel ones passed to libfuse.
+// Every bad value gets a one-line reason; nothing is mounted then.
+import Glibc
+
+public struct MountOptions {
+    public var filesystem: FileSystemOptions
+    /// Options for libfuse (`-o a,b=c`).
+    public var fuseOptions: [String]
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    static let passThrough: Set<String> = ["allow_other", "allow_root", "ro", "rw", "suid", "nosuid", "dev", "nodev",
+                                           "exec", "noexec", "atime", "noatime", "relatime", "strictatime", "sync",
+                                           "async", "dirsync", "auto_unmount", "default_permissions", "nonempty"]
+    static let passThroughValued: Set<String> = ["max_read", "fsname", "subtype", "context", "fscontext",
+                                                 "defcontext", "rootcontext"]
+
+    /// Total RAM in bytes.
+    public static var physicalMemory: Int {
+        Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// Parses `-o` option words (already split on commas).
+    public static func parse(_ words: [String]) throws(Invalid) -> MountOptions {
+        let ram = physicalMemory
+        var fs = FileSystemOptions(capacityBytes: ram / 2, maxInodes: max(1024, ram / 4096 / 2))
+        var fuse: [String] = []
+        var hasFsname = false, hasSubtype = false
+        for word in words where !word.isEmpty {
+            let parts = word.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(parts[0])
+            let value = parts.count > 1 ? String(parts[1]) : nil
+            func need() throws(Invalid) -> String {
+                guard let value, !value.isEmpty else { throw Invalid(description: "option '\(key)' needs a value") }
+                return value
+            }
+            switch key {
+            case "size":
+                let v = try need()
+                guard let bytes = parseSize(v, ram: ram) else {
+                    throw Invalid(description: "bad value for size: '\(v)' (bytes, with k/m/g/t or %, e.g. size=4g or size=25%)")
+                }
+                let limit = (1 << 32 - 8192) * 4096
+                guard bytes <= limit else { throw Invalid(description: "size '\(v)' is larger than ksmfs supports (16 TiB)") }
+                fs.capacityBytes = bytes == 0 ? ram : max(4096, bytes)
+            case "nr_inodes":
+                let v = try need()
+                guard let n = parseSize(v, ram: nil), n >= 0 else {
+                    throw Invalid(description: "bad value for nr_inodes: '\(v)' (a count, with k/m/g)")
+                }
+                fs.maxInodes = n == 0 ? Int.max : max(2, n)
+            case "mode":
+                let v = try need()
+                guard let m = UInt32(v, radix: 8), m <= 0o7777 else { throw Invalid(description: "bad value for mode: '\(v)' (octal, e.g. 1777)") }
+                fs.rootMode = m
+            case "uid":
+                let v = try need()
+                guard let u = UInt32(v) else { throw Invalid(description: "bad value for uid: '\(v)'") }
+                fs.rootUID = u
+            case "gid":
+                let v = try need()
+                guard let g = UInt32(v) else { throw Invalid(description: "bad value for gid: '\(v)'") }
+                fs.rootGID = g
+            case "merge":
+                let v = try need()
+                switch v {
+                case "all": fs.mergeByDefault = true
+                case "none": fs.mergeByDefault = false
+                default: throw Invalid(description: "bad value for merge: '\(v)' (all or none)")
+                }
+            case "writeback_cache": fs.writebackCache = true
+            case "no_writeback_cache": fs.writebackCache = false
+            default:
+                if passThrough.contains(key) && value == nil {
+                    if key == "ro" { fs.readOnly = true }
+                    if key == "rw" { fs.readOnly = false }
+                    if key == "allow_other" { fs.allowOther = true }
+                    if key != "auto_unmount" && key != "default_permissions" { fuse.append(key) }
+                } else if passThroughValued.contains(key), value != nil {
+                    if key == "fsname" { hasFsname = true }
+                    if key == "subtype" { hasSubtype = true }
+                    fuse.append(word)
+                } else {
+                    throw Invalid(description: "unknown option '\(word)' (see ksmfs --help)")
+                }
+            }
+        }
+        fuse += ["default_permissions", "auto_unmount"]
+        if !hasFsname { fuse.append("fsname=ksmfs") }
+        if !hasSubtype { fuse.append("subtype=ksmfs") }
+        return MountOptions(filesystem: fs, fuseOptions: fuse)
+    }
+
+    /// "4096", "64k", "2g", "25%" -> bytes (binary units); nil when malformed or overflowing.
+    static func parseSize(_ s: String, ram: Int?) -> Int? {
+        guard let last = s.last else { return nil }
+        var digits = s
+        var mult = 1
+        if last == "%" {
+            guard let ram else { return nil }
+            digits.removeLast()
+            guard let pct = Int(digits), pct >= 0, pct <= 100 else { return nil }
+            return ram / 100 * pct
+        }
+        switch last {
+        case "k", "K": mult = 1 << 10
+        case "m", "M": mult = 1 << 20
+        case "g", "G": mult = 1 << 30
+        case "t", "T": mult = 1 << 40
+        default: break
+        }
+        if mult != 1 { digits.removeLast() }
+        guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(digits) else { return nil }
+        let (r, o) = n.multipliedReportingOverflow(by: mult)
+        return o ? nil : r
+    }
+}

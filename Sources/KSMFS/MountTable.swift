@@ -1,0 +1,35 @@
+// Reads /proc/mounts to find ksmfs mounts (for "already mounted" and `ksmfs status`).
+import Glibc
+
+public enum MountTable {
+    /// Mountpoints of fuse.ksmfs filesystems, in /proc/mounts order.
+    public static func ksmfsMounts() -> [String] {
+        guard let f = fopen("/proc/mounts", "r") else { return [] }
+        defer { fclose(f) }
+        var result: [String] = []
+        var line: UnsafeMutablePointer<CChar>? = nil
+        var cap = 0
+        while getline(&line, &cap, f) > 0 {
+            let fields = String(cString: line!).split(separator: " ")
+            if fields.count >= 3 && fields[2] == "fuse.ksmfs" { result.append(unescape(String(fields[1]))) }
+        }
+        free(line)
+        return result
+    }
+
+    public static func isKSMFSMount(_ path: String) -> Bool { ksmfsMounts().contains(path) }
+
+    /// /proc/mounts escapes space, tab, newline and backslash as octal.
+    static func unescape(_ s: String) -> String {
+        var out: [UInt8] = []
+        let b = Array(s.utf8)
+        var i = 0
+        while i < b.count {
+            if b[i] == UInt8(ascii: "\\"), i + 3 < b.count,
+               let v = UInt8(String(decoding: b[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v); i += 4
+            } else { out.append(b[i]); i += 1 }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

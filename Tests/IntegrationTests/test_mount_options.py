@@ -1,0 +1,47 @@
+# Mount options shared with tmpfs: ro refuses every change with EROFS, and mode=, uid=,
+# gid= set the root directory's attributes (which then govern who may create there).
+
+import errno
+import os
+import stat
+
+from fsops import mount_entry, raises_errno, run_as
+
+
+def test_ro_mount_is_read_only_in_proc_mounts_and_statfs_and_refuses_writes_with_EROFS(mounted):
+    with mounted("size=8m,ro") as m:
+        assert "ro" in mount_entry(m.path)[3].split(",")
+        assert os.statvfs(m.path).f_flag & os.ST_RDONLY
+        with raises_errno(errno.EROFS):
+            os.open(os.path.join(m.path, "f"), os.O_CREAT | os.O_WRONLY, 0o644)
+        with raises_errno(errno.EROFS):
+            os.mkdir(os.path.join(m.path, "d"))
+        with raises_errno(errno.EROFS):
+            os.symlink("x", os.path.join(m.path, "l"))
+        with raises_errno(errno.EROFS):
+            os.chmod(m.path, 0o700)
+        with raises_errno(errno.EROFS):
+            os.setxattr(m.path, "user.k", b"v")
+        assert [n for n in os.listdir(m.path) if n != "ksm"] == []
+
+
+def test_mode_uid_gid_options_set_the_root_directory(mounted):
+    with mounted("mode=0700,uid=1000,gid=1000,allow_other") as m:
+        st = os.stat(m.path)
+        assert stat.S_ISDIR(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == 0o700
+        assert (st.st_uid, st.st_gid) == (1000, 1000)
+        # the owner may create there, another user may not even look
+        path = os.path.join(m.path, "owners-file")
+        assert run_as(1000, 1000, f"print(errname(os.mkdir, {path!r}))") == "OK"
+        assert run_as(65534, 65534, f"print(errname(os.listdir, {m.path!r}))") == "EACCES"
+        st = os.stat(path)
+        assert (st.st_uid, st.st_gid) == (1000, 1000)
+
+
+def test_mode_1777_root_lets_any_user_create_but_keeps_the_sticky_bit(mounted):
+    with mounted("mode=1777,allow_other") as m:
+        assert stat.S_IMODE(os.stat(m.path).st_mode) == 0o1777
+        path = os.path.join(m.path, "anyones")
+        assert run_as(65534, 65534, f"print(errname(os.mkdir, {path!r}))") == "OK"
+        assert os.stat(path).st_uid == 65534
