@@ -11,6 +11,7 @@
 import contextlib
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -100,11 +101,21 @@ class Mount:
         self.stopped = False  # set when a test ends the daemon on purpose (stop())
 
     def log(self):
+        """The daemon's log for a failure message: its end, plus where a full copy was kept
+        (the mount's temp dir goes away with the session)."""
         if not self.log_path or not os.path.exists(self.log_path):
             return ""
         with open(self.log_path, errors="replace") as f:
             text = f.read()
-        return text[-4000:]
+        kept = os.path.join(tempfile.gettempdir(), "ksmfs-it-failed-" + os.path.basename(
+            os.path.dirname(self.log_path)) + "-" + os.path.basename(self.log_path))
+        shutil.copyfile(self.log_path, kept)
+        # Swift runtime backtrace: make sure the crashed thread's frames are shown
+        crashed = re.search(r"^Thread \d+.* crashed:$", text, re.M)
+        head = ""
+        if crashed and crashed.start() < len(text) - 6000:
+            head = text[crashed.start():crashed.start() + 3000] + "\n[...]\n"
+        return f"(full log: {kept})\n" + head + text[-6000:]
 
     def alive(self):
         return self.proc is None or self.proc.poll() is None

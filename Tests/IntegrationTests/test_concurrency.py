@@ -1,6 +1,7 @@
 # Several processes at once in one directory: four writers each writing and verifying
 # their own 8 MiB file (also cold, from the daemon), and four processes each creating,
-# checking and unlinking 500 files. Nobody may see another's bytes or lose an entry.
+# checking and unlinking 500 files while a fifth stats and lists the directory. Nobody may
+# see another's bytes or lose an entry, and the daemon must survive it.
 
 import os
 import random
@@ -48,7 +49,16 @@ def test_four_processes_write_and_verify_their_own_8_MiB_files_concurrently(d):
     assert sorted(os.listdir(d)) == [f"worker{w}" for w in range(4)]
 
 
-def test_four_processes_create_and_unlink_500_files_each_in_one_directory(d):
+def test_four_processes_create_and_unlink_500_files_each_in_one_directory(d, tmp_path):
+    stop = str(tmp_path / "stop")
+    watcher = _spawn(f"""
+        n = 0
+        while not os.path.exists({stop!r}):  # stat and list the directory while it churns
+            os.stat({d!r})
+            os.listdir({d!r})
+            n += 1
+        print("ok" if n > 0 else "never ran")
+    """)
     procs = [_spawn(f"""
         d = {d!r}
         names = [os.path.join(d, f"p{w}-{{i}}") for i in range(500)]
@@ -68,6 +78,10 @@ def test_four_processes_create_and_unlink_500_files_each_in_one_directory(d):
             os.unlink(n)
         print("ok")
     """) for w in range(4)]
-    assert _wait_all(procs) == ["ok"] * 4
+    try:
+        assert _wait_all(procs) == ["ok"] * 4
+    finally:
+        open(stop, "w").close()
+    assert _wait_all([watcher]) == ["ok"]
     assert os.listdir(d) == []
     assert os.stat(d).st_nlink == 2
