@@ -168,9 +168,11 @@ public final class BlockArena: @unchecked Sendable {
     // MARK: sharers (the engine's per-shared-block item count)
 
     @inline(__always) func sharerCount(_ id: UInt32) -> UInt32 { ksm_atomic_load32(sharers + Int(id)) }
-    /// Returns the new count.
-    @inline(__always) func addSharer(_ id: UInt32) -> UInt32 { ksm_atomic_add32(sharers + Int(id), 1) }
-    @inline(__always) func removeSharer(_ id: UInt32) -> UInt32 { ksm_atomic_sub32(sharers + Int(id), 1) }
+    /// The high bit marks a block as a KSM shared block; the low 31 bits count attached items.
+    static let stableFlag: UInt32 = 0x8000_0000
+    /// Returns the new count of attached items (flag masked off).
+    @inline(__always) func addSharer(_ id: UInt32) -> UInt32 { ksm_atomic_add32(sharers + Int(id), 1) & ~BlockArena.stableFlag }
+    @inline(__always) func removeSharer(_ id: UInt32) -> UInt32 { ksm_atomic_sub32(sharers + Int(id), 1) & ~BlockArena.stableFlag }
     @inline(__always) func resetSharers(_ id: UInt32) { ksm_atomic_store32(sharers + Int(id), 0) }
 
     /// A 4 KiB page of zeros that is never written, for replies over holes.

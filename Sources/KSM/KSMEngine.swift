@@ -16,7 +16,7 @@ import Glibc
 public final class KSMEngine: @unchecked Sendable {
     /// Metadata bytes per scan item: the item (12) and its page-map slot (4).
     public static let bytesPerItem = MemoryLayout<ScanItem>.stride + MemoryLayout<UInt32>.stride
-    static let stableFlag: UInt32 = 0x8000_0000
+    static let stableFlag = BlockArena.stableFlag
 
     public let arena: BlockArena
     public let stats = KSMStats()
@@ -311,6 +311,7 @@ public final class KSMEngine: @unchecked Sendable {
         var b: UInt32 = 0
         var oldChecksum: UInt32 = 0
         var outcome: Outcome? = nil
+        var forkAttach = false
         let owner = f.owner
         f.lock.lockShared()
         b = f.pages.block(p)
@@ -327,6 +328,13 @@ public final class KSMEngine: @unchecked Sendable {
             }
             if it.pointee.state == .stable {
                 outcome = .scanned          // already merged: the cheap path
+            } else if isStableBlock(b) {
+                // The page maps a shared block its item is not attached to (a copy_file_range
+                // copy of a merged page: the kernel's "KSM fork"): attach it, over the limit if
+                // need be, as stable_tree_append's bypass does.
+                removeFromTree(it)
+                outcome = .scanned
+                forkAttach = true
             } else if current.smartScan && !isStableBlock(b) && shouldSkip(it) {
                 removeFromTree(it)
                 stats.add(.pagesSkipped, 1)
@@ -338,6 +346,11 @@ public final class KSMEngine: @unchecked Sendable {
             }
         }
         f.lock.unlock()
+        if forkAttach {
+            f.lock.withExclusive {
+                if !f.dead, f.pages.block(p) == b, let it = f.pages.existingItem(p), it.pointee.state != .stable { attach(f, it, b) }
+            }
+        }
         if let outcome { return outcome }
 
         // Stable tree first: a page matching a shared block merges on any visit.
@@ -452,7 +465,7 @@ public final class KSMEngine: @unchecked Sendable {
         if it.pointee.state == .unstable { stats.add(.unshared, -1) }
         it.pointee.state = .stable
         it.pointee.node = s
-        if arena.addSharer(s) & ~KSMEngine.stableFlag == 1 { stats.add(.pagesShared, 1) }
+        if arena.addSharer(s) == 1 { stats.add(.pagesShared, 1) }
         stats.add(.stableItems, 1)
         stats.add(.mergedTotal, 1)
         f.mergingCount += 1

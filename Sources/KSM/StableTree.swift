@@ -156,7 +156,7 @@ extension KSMEngine {
                     f.pages.set(d, nb)
                     if let it {
                         if it.pointee.state == .stable {
-                            if arena.removeSharer(b) & ~KSMEngine.stableFlag == 0 { stats.add(.pagesShared, -1) }
+                            if arena.removeSharer(b) == 0 { stats.add(.pagesShared, -1) }
                             stats.add(.stableItems, -1)
                             f.mergingCount -= 1
                         } else if it.pointee.state == .zero {
@@ -170,7 +170,7 @@ extension KSMEngine {
                 if let it {
                     if it.pointee.state == .unstable { stats.add(.unshared, -1) }
                     if it.pointee.state == .stable {
-                        if arena.removeSharer(b) & ~KSMEngine.stableFlag == 0 { stats.add(.pagesShared, -1) }
+                        if arena.removeSharer(b) == 0 { stats.add(.pagesShared, -1) }
                         stats.add(.stableItems, -1)
                         f.mergingCount -= 1
                     }

@@ -105,10 +105,17 @@ final class Directory {
 
     init(parent: UInt64) { self.parent = parent }
 
+    /// Entry count for getattr, which runs without the namespace lock (a Dictionary must not
+    /// be read while another thread changes it).
+    private let sizeLock = Mutex()
+    private var liveCount = 0
+
     var count: Int { index.count }
     var isEmpty: Bool { index.isEmpty }
     /// Reported st_size: tmpfs style, a nominal 20 bytes per entry plus 40.
-    var byteSize: Int { 40 + 20 * index.count }
+    var byteSize: Int { sizeLock.withLock { 40 + 20 * liveCount } }
+
+    private func recount() { sizeLock.withLock { liveCount = index.count } }
 
     func lookup(_ name: String) -> Inode? {
         guard let i = index[name] else { return nil }
@@ -118,6 +125,7 @@ final class Directory {
     func insert(_ name: String, _ inode: Inode) {
         index[name] = entries.count
         entries.append(Entry(name: name, inode: inode))
+        recount()
     }
 
     @discardableResult
@@ -126,6 +134,7 @@ final class Directory {
         let inode = entries[i]?.inode
         entries[i] = nil
         tombstones += 1
+        recount()
         compactIfIdle()
         return inode
     }

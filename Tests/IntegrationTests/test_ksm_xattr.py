@@ -70,8 +70,22 @@ def wait_passes(m, n, timeout=30.0):
         f"the scanner did not complete {n} passes in {timeout}s: {counters(m)}"
 
 
+def snapshot(m):
+    """All counters at one instant. Each is a separate file read, so while the scanner runs a
+    pass can fall between two reads; run=0 waits for the current batch and freezes them."""
+    running = kget(m, "run") == "1\n"
+    if running:
+        kset(m, "run", 0)
+    c = counters(m)
+    if running:
+        kset(m, "run", 1)
+    return c
+
+
 def settle(m, timeout=30.0, **want):
-    """Wait until the named counters have these values, and still have them 2 passes later."""
+    """Wait until every counter named in `want` has that value, then check, on a frozen
+    snapshot two full passes later, that it still has it (stable, not passing through).
+    Returns that snapshot."""
     last = {}
 
     def ok():
@@ -80,9 +94,10 @@ def settle(m, timeout=30.0, **want):
 
     m.assert_alive()
     if not _wait(ok, timeout):
-        raise AssertionError(f"counters did not reach {want} in {timeout}s; last {last}")
+        raise AssertionError(f"counters did not reach {want} in {timeout}s; last "
+                             f"{ {k: last[k] for k in want} } (all: {last})")
     wait_passes(m, 2)
-    now = counters(m)
+    now = snapshot(m)
     assert {k: now[k] for k in want} == want, f"not stable: {want} became {now}"
     return now
 
