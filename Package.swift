@@ -36,7 +36,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "ksmfs-bench",
-            dependencies: ["KSM", "KSMFS", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["KSM", "KSMFS", "CKSMSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "KSMTests", dependencies: ["KSM"]),
         .testTarget(name: "KSMFSTests", dependencies: ["KSMFS", "KSM"]),

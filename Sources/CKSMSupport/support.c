@@ -3,6 +3,7 @@
 #include <xxhash.h>
 #include "CKSMSupport.h"
 #include <sys/prctl.h>
+#include <malloc.h>
 
 uint64_t ksm_xxh64(const void *data, size_t len, uint64_t seed) {
     return XXH64(data, len, seed);
@@ -24,3 +25,5 @@ int ksm_is_zero_range(const void *p, size_t n) {
 }
 
 void ksm_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+size_t ksm_heap_in_use(void) { return mallinfo2().uordblks; }

@@ -1,1 +1,37 @@
-print("bench: todo")
+// ksmfs-bench: benchmarks that print ratios measured side by side in one run.
+//   io       ksmfs vs tmpfs: sequential I/O, mmap reads, small-file metadata (needs root)
+//   engine   the KSM engine alone: pages per scanner CPU-second per phase, vs the kernel's figures
+//   latency  FUSE write latency to unshared pages, scanner idle vs running (needs root)
+import ArgumentParser
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ksmfs-bench",
+        abstract: "Benchmarks for ksmfs, printed as ratios measured in one run.",
+        subcommands: [IO.self, Engine.self, Latency.self])
+
+    struct IO: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "ksmfs vs tmpfs: sequential I/O, mmap, small files.")
+        @Option(help: "File size in MiB.") var mib = 1024
+        @Option(help: "Repetitions.") var repetitions = 3
+        @Option(help: "Small files for create/stat/unlink.") var files = 10_000
+        func run() { IOBench(fileBytes: mib << 20, repetitions: repetitions, smallFiles: files).run() }
+    }
+
+    struct Engine: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The KSM engine alone: pages per CPU-second per phase.")
+        @Option(help: "Page counts, comma separated.") var pages = "65536,262144"
+        @Option(help: "Repetitions.") var repetitions = 3
+        func run() {
+            EngineBench(sizes: pages.split(separator: ",").compactMap { Int($0) }, repetitions: repetitions).run()
+        }
+    }
+
+    struct Latency: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write latency to unshared pages, scanner idle vs running.")
+        @Option(help: "Writes per phase.") var samples = 3000
+        func run() { LatencyBench(samples: samples).run() }
+    }
+}
+
+Bench.main()

@@ -1,0 +1,139 @@
+// `ksmfs-bench io`: ksmfs against tmpfs side by side in one run, alternating order, N
+// repetitions: sequential write/read of a file with 1 MiB and 4 KiB blocks, mmap read of
+// every page, and create/stat/unlink of small files. Reads drop the kernel's page cache of
+// the file first (POSIX_FADV_DONTNEED) so ksmfs is measured, not the cache.
+import Glibc
+
+struct IOBench {
+    let fileBytes: Int
+    let repetitions: Int
+    let smallFiles: Int
+
+    typealias Case = (name: String, unit: String, run: (String) -> Double)
+
+    func cases() -> [Case] {
+        [
+            ("seq write 1 MiB", "MB/s", { self.write($0, block: 1 << 20) }),
+            ("seq read 1 MiB", "MB/s", { self.read($0, block: 1 << 20) }),
+            ("seq write 4 KiB", "MB/s", { self.write($0, block: 4096) }),
+            ("seq read 4 KiB", "MB/s", { self.read($0, block: 4096) }),
+            ("mmap read", "MB/s", { self.mmapRead($0) }),
+            ("create+stat+unlink", "files/s", { self.smallFileOps($0) }),
+        ]
+    }
+
+    private func buffer(_ n: Int) -> UnsafeMutableRawPointer {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 4096)
+        var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for i in stride(from: 0, to: n, by: 8) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; p.storeBytes(of: x, toByteOffset: i, as: UInt64.self) }
+        return p
+    }
+
+    /// Writes the whole file (write + fsync + close) and returns MB/s.
+    func write(_ dir: String, block: Int) -> Double {
+        let path = dir + "/io.dat"
+        unlink(path)
+        let buf = buffer(block)
+        defer { buf.deallocate() }
+        let t0 = now()
+        let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
+        if fd < 0 { fail("open \(path): \(String(cString: strerror(errno)))") }
+        var done = 0
+        while done < fileBytes {
+            let n = Glibc.write(fd, buf, block)
+            if n != block { fail("write: \(String(cString: strerror(errno)))") }
+            done += n
+        }
+        fsync(fd)
+        Glibc.close(fd)
+        return Double(fileBytes) / (now() - t0) / 1e6
+    }
+
+    private func ensureFile(_ dir: String) -> String {
+        let path = dir + "/io.dat"
+        var st = stat()
+        if stat(path, &st) != 0 || st.st_size != fileBytes { _ = write(dir, block: 1 << 20) }
+        let fd = open(path, O_RDONLY)
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+        Glibc.close(fd)
+        return path
+    }
+
+    func read(_ dir: String, block: Int) -> Double {
+        let path = ensureFile(dir)
+        let buf = buffer(block)
+        defer { buf.deallocate() }
+        let t0 = now()
+        let fd = open(path, O_RDONLY)
+        var done = 0
+        while true {
+            let n = Glibc.read(fd, buf, block)
+            if n <= 0 { break }
+            done += n
+        }
+        Glibc.close(fd)
+        if done != fileBytes { fail("short read \(done)") }
+        return Double(done) / (now() - t0) / 1e6
+    }
+
+    func mmapRead(_ dir: String) -> Double {
+        let path = ensureFile(dir)
+        let t0 = now()
+        let fd = open(path, O_RDONLY)
+        guard let p = mmap(nil, fileBytes, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else { fail("mmap failed") }
+        var sum: UInt64 = 0
+        for off in stride(from: 0, to: fileBytes, by: 4096) { sum &+= UInt64(p.load(fromByteOffset: off, as: UInt8.self)) }
+        munmap(p, fileBytes)
+        Glibc.close(fd)
+        if sum == UInt64.max { print(sum) }
+        return Double(fileBytes) / (now() - t0) / 1e6
+    }
+
+    func smallFileOps(_ dir: String) -> Double {
+        let sub = dir + "/small"
+        mkdir(sub, 0o755)
+        let data = "x"
+        let t0 = now()
+        for i in 0..<smallFiles {
+            let fd = open("\(sub)/f\(i)", O_CREAT | O_WRONLY, 0o644)
+            _ = data.withCString { Glibc.write(fd, $0, 1) }
+            Glibc.close(fd)
+        }
+        var st = stat()
+        for i in 0..<smallFiles { stat("\(sub)/f\(i)", &st) }
+        for i in 0..<smallFiles { unlink("\(sub)/f\(i)") }
+        let dt = now() - t0
+        rmdir(sub)
+        return Double(smallFiles) / dt
+    }
+
+    func run() {
+        let size = "size=\(fileBytes * 2 + (256 << 20))"
+        let k = BenchMount(ksmfs: size)
+        let t = BenchMount(tmpfs: size)
+        defer { k.close(); t.close() }
+        var results: [String: (k: [Double], t: [Double])] = [:]
+        let all = cases()
+        for rep in 0..<repetitions {
+            for c in all {
+                let order = rep % 2 == 0 ? [k, t] : [t, k]
+                for m in order {
+                    let v = c.run(m.path)
+                    if m.kind == "ksmfs" { results[c.name, default: ([], [])].k.append(v) } else { results[c.name, default: ([], [])].t.append(v) }
+                }
+            }
+            unlink(k.path + "/io.dat"); unlink(t.path + "/io.dat")
+        }
+        print("ksmfs-bench io: \(fileBytes >> 20) MiB file, \(smallFiles) small files, \(repetitions) repetitions, order alternating")
+        var rows: [[String]] = []
+        for c in all {
+            let r = results[c.name]!
+            let ks = Stats(values: r.k), ts = Stats(values: r.t)
+            let ratios = Stats(values: zip(r.k, r.t).map { $0 / $1 })
+            rows.append([c.name, c.unit, "\(fmt(ks.min, 0)) / \(fmt(ks.median, 0)) / \(fmt(ks.max, 0))",
+                         "\(fmt(ts.min, 0)) / \(fmt(ts.median, 0)) / \(fmt(ts.max, 0))",
+                         "\(fmt(ratios.min)) / \(fmt(ratios.median)) / \(fmt(ratios.max))"])
+        }
+        printTable(["test", "unit", "ksmfs min/med/max", "tmpfs min/med/max", "ksmfs/tmpfs min/med/max"], rows)
+    }
+}

@@ -1,0 +1,149 @@
+// Shared pieces of the benchmarks: timing, statistics, mounting ksmfs and tmpfs side by
+// side in one run, and a plain table printer.
+import Glibc
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+func threadCPU() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+struct Stats {
+    let values: [Double]
+    var sorted: [Double] { values.sorted() }
+    var min: Double { sorted.first ?? 0 }
+    var max: Double { sorted.last ?? 0 }
+    var median: Double {
+        let s = sorted
+        if s.isEmpty { return 0 }
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+    func percentile(_ p: Double) -> Double {
+        let s = sorted
+        if s.isEmpty { return 0 }
+        return s[Swift.min(s.count - 1, Int(Double(s.count - 1) * p + 0.5))]
+    }
+}
+
+func fmt(_ v: Double, _ digits: Int = 2) -> String {
+    var buf = [CChar](repeating: 0, count: 64)
+    _ = withVaList([v]) { vsnprintf(&buf, 64, "%.\(digits)f", $0) }
+    return String(cString: buf)
+}
+
+func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+
+func printTable(_ header: [String], _ rows: [[String]]) {
+    var widths = header.map(\.count)
+    for r in rows { for (i, c) in r.enumerated() { widths[i] = Swift.max(widths[i], c.count) } }
+    func line(_ r: [String]) -> String { "| " + r.enumerated().map { pad($0.element, widths[$0.offset]) }.joined(separator: " | ") + " |" }
+    print(line(header))
+    print("|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "|") + "|")
+    for r in rows { print(line(r)) }
+}
+
+@discardableResult
+func sh(_ cmd: String) -> Int32 {
+    let r = system(cmd)
+    return r == -1 ? -1 : (r >> 8) & 0xff
+}
+
+func fail(_ msg: String) -> Never {
+    var b = Array("ksmfs-bench: \(msg)\n".utf8)
+    _ = Glibc.write(2, &b, b.count)
+    exit(1)
+}
+
+/// The ksmfs binary beside this one.
+func ksmfsBinary() -> String {
+    if let env = getenv("KSMFS_BIN") { return String(cString: env) }
+    var buf = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &buf, 4095)
+    guard n > 0 else { return ".build/release/ksmfs" }
+    let me = String(cString: buf)
+    return String(me[..<(me.lastIndex(of: "/") ?? me.endIndex)]) + "/ksmfs"
+}
+
+/// A mounted filesystem under test; unmounted by `close()`.
+final class BenchMount {
+    let path: String
+    let kind: String
+    var pid: pid_t = 0
+
+    init(ksmfs options: String) {
+        kind = "ksmfs"
+        path = BenchMount.tempDir("ksmfs")
+        let bin = ksmfsBinary()
+        let cmd = "\(bin) \(path) -f -o \(options) >/tmp/ksmfs-bench-daemon.log 2>&1 & echo $!"
+        guard let p = popen(cmd, "r") else { fail("cannot start \(bin)") }
+        var line = [CChar](repeating: 0, count: 64)
+        fgets(&line, 64, p)
+        pclose(p)
+        pid = pid_t(String(cString: line).trimmingCharacters()) ?? 0
+        for _ in 0..<200 {
+            if BenchMount.isMounted(path) { return }
+            usleep(25_000)
+        }
+        fail("ksmfs did not mount at \(path) (see /tmp/ksmfs-bench-daemon.log)")
+    }
+
+    init(tmpfs options: String) {
+        kind = "tmpfs"
+        path = BenchMount.tempDir("tmpfs")
+        if sh("mount -t tmpfs -o \(options) tmpfs \(path)") != 0 { fail("cannot mount tmpfs (root needed)") }
+    }
+
+    static func tempDir(_ tag: String) -> String {
+        var template = Array("/tmp/ksmfs-bench-\(tag)-XXXXXX".utf8CString)
+        guard mkdtemp(&template) != nil else { fail("mkdtemp failed") }
+        return String(cString: template)
+    }
+
+    static func isMounted(_ path: String) -> Bool {
+        guard let f = fopen("/proc/mounts", "r") else { return false }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 4096)
+        while fgets(&line, 4096, f) != nil {
+            let parts = String(cString: line).split(separator: " ")
+            if parts.count > 1 && parts[1] == path { return true }
+        }
+        return false
+    }
+
+    func rssKiB() -> Int {
+        guard pid > 0, let f = fopen("/proc/\(pid)/status", "r") else { return 0 }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, 256, f) != nil {
+            let s = String(cString: line)
+            if s.hasPrefix("VmRSS:") { return Int(s.split(separator: " ").dropFirst().first ?? "0") ?? 0 }
+        }
+        return 0
+    }
+
+    func close() {
+        if kind == "ksmfs" {
+            sh("fusermount3 -u \(path)")
+            var status: Int32 = 0
+            for _ in 0..<200 where kill(pid, 0) == 0 { usleep(25_000); _ = waitpid(pid, &status, WNOHANG) }
+        } else {
+            sh("umount \(path)")
+        }
+        rmdir(path)
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        var s = Substring(self)
+        while let c = s.first, c == " " || c == "\n" || c == "\t" { s.removeFirst() }
+        while let c = s.last, c == " " || c == "\n" || c == "\t" { s.removeLast() }
+        return String(s)
+    }
+}
