@@ -2,6 +2,35 @@
 #include "CFuse3.h"
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/uio.h>
+
+/* The head of the kernel's fuse_init_out (include/uapi/linux/fuse.h). */
+struct cfuse_init_out_head { uint32_t major, minor, max_readahead, flags; };
+#define CFUSE_HANDLE_KILLPRIV_V2 (1u << 28)
+static int cfuse_init_patched;
+
+static ssize_t cfuse_writev(int fd, struct iovec *iov, int count, void *userdata) {
+    (void)userdata;
+    if (!__atomic_exchange_n(&cfuse_init_patched, 1, __ATOMIC_ACQ_REL)) {
+        /* The first reply answers INIT: out header in iov[0], fuse_init_out in iov[1]. */
+        if (count >= 2 && iov[1].iov_len >= sizeof(struct cfuse_init_out_head)) {
+            struct cfuse_init_out_head *o = iov[1].iov_base;
+            if (o->major == 7) o->flags |= CFUSE_HANDLE_KILLPRIV_V2;
+        }
+    }
+    return writev(fd, iov, count);
+}
+
+static ssize_t cfuse_read(int fd, void *buf, size_t len, void *userdata) {
+    (void)userdata;
+    return read(fd, buf, len);
+}
+
+int cfuse_enable_killpriv_v2(struct fuse_session *se) {
+    struct fuse_custom_io io = { .writev = cfuse_writev, .read = cfuse_read };
+    return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+}
 
 struct fuse_args *cfuse_args_new(int argc, char **argv) {
     struct fuse_args *a = calloc(1, sizeof *a);

@@ -66,6 +66,9 @@ public struct SetAttributes {
     public var mtime: TimeChange
     public var ctime: timespec?
     public var handle: UInt64?
+    /// FATTR_KILL_SUIDGID (the kernel asks the filesystem to drop suid/sgid: a truncate by a
+    /// caller without CAP_FSETID, under FUSE_HANDLE_KILLPRIV_V2).
+    public var killSuidGid = false
 
     public enum TimeChange { case unchanged, now, set(timespec) }
 
@@ -81,6 +84,7 @@ public struct SetAttributes {
         else if mask & FUSE_SET_ATTR_MTIME != 0 { mtime = .set(st.st_mtim) }
         else { mtime = .unchanged }
         ctime = mask & FUSE_SET_ATTR_CTIME != 0 ? st.st_ctim : nil
+        killSuidGid = mask & FUSE_SET_ATTR_KILL_SUID != 0
         self.handle = handle
     }
 
@@ -116,7 +120,7 @@ public protocol FileSystem: AnyObject {
     func open(_ r: Request, ino: UInt64, flags: Int32) -> Result<OpenReply, Errno>
     func create(_ r: Request, parent: UInt64, name: String, mode: mode_t, flags: Int32) -> Result<(Entry, OpenReply), Errno>
     func read(_ r: Request, ino: UInt64, size: Int, offset: Int64, handle: UInt64, reply: consuming ReadReply)
-    func write(_ r: Request, ino: UInt64, data: UnsafeRawBufferPointer, offset: Int64, handle: UInt64, flags: Int32) -> Result<Int, Errno>
+    func write(_ r: Request, ino: UInt64, data: UnsafeRawBufferPointer, offset: Int64, handle: UInt64, flags: Int32, writepage: Bool) -> Result<Int, Errno>
     func flush(_ r: Request, ino: UInt64, handle: UInt64) -> Errno?
     func release(_ r: Request, ino: UInt64, handle: UInt64, flags: Int32) -> Errno?
     func fsync(_ r: Request, ino: UInt64, dataOnly: Bool, handle: UInt64) -> Errno?

@@ -150,7 +150,8 @@ func makeOperations() -> fuse_lowlevel_ops {
     }
     ops.write = { req, ino, buf, size, off, fi in
         let data = UnsafeRawBufferPointer(start: buf, count: size)
-        switch fs(req).write(Request(req!), ino: UInt64(ino), data: data, offset: Int64(off), handle: handle(fi), flags: fi?.pointee.flags ?? 0) {
+        switch fs(req).write(Request(req!), ino: UInt64(ino), data: data, offset: Int64(off), handle: handle(fi), flags: fi?.pointee.flags ?? 0,
+                                 writepage: fi.map { cfuse_fi_writepage($0) != 0 } ?? true) {
         case .success(let n): fuse_reply_write(req, n)
         case .failure(let e): fuse_reply_err(req, e.rawValue)
         }
@@ -265,6 +266,7 @@ public final class Session {
             throw SessionError("mounting \(path) failed (see the message above)")
         }
         mounted = true
+        if cfuse_enable_killpriv_v2(session) != 0 { throw SessionError("could not set up the session's I/O") }
     }
 
     /// Detaches from the terminal unless `foreground` (`fuse_daemonize`).

@@ -34,6 +34,7 @@ extension MemoryFileSystem {
         if flags & O_TRUNC != 0, accmode != O_RDONLY, let f = inode.file {
             do { try f.truncate(to: 0) } catch { return .failure(MemoryFileSystem.errno(error)) }
             inode.touch(m: true, c: true)
+            if r.uid != 0 { inode.dropSuidSgid() }
         }
         return .success(openReply(for: inode))
     }
@@ -64,7 +65,7 @@ extension MemoryFileSystem {
         }
     }
 
-    public func write(_ r: Request, ino: UInt64, data: UnsafeRawBufferPointer, offset: Int64, handle: UInt64, flags: Int32) -> Result<Int, Errno> {
+    public func write(_ r: Request, ino: UInt64, data: UnsafeRawBufferPointer, offset: Int64, handle: UInt64, flags: Int32, writepage: Bool) -> Result<Int, Errno> {
         guard let inode = inode(ino) else { return .failure(.noent) }
         switch inode.kind {
         case .regular(let f):
@@ -72,6 +73,9 @@ extension MemoryFileSystem {
             do {
                 let n = try f.write(data, at: offset)
                 inode.touch(m: true, c: true)
+                // Under KILLPRIV_V2 the kernel writes through (not as writepage) when a caller
+                // without CAP_FSETID writes to a suid/sgid file: drop the bits as tmpfs does.
+                if !writepage && r.uid != 0 { inode.dropSuidSgid() }
                 return .success(n)
             } catch {
                 return .failure(MemoryFileSystem.errno(error))

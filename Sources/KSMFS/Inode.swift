@@ -79,6 +79,19 @@ final class Inode: @unchecked Sendable {
         return st
     }
 
+    /// Clears S_ISUID, and S_ISGID when group-executable (a set-group-id without S_IXGRP
+    /// marks mandatory locking and stays), and the file capability, as a write by an
+    /// unprivileged caller, a chown or a truncate must.
+    func dropSuidSgid() {
+        meta.withLock {
+            guard mode & S_IFMT == S_IFREG else { return }
+            var m = mode & ~S_ISUID
+            if m & S_IXGRP != 0 { m &= ~S_ISGID }
+            if m != mode { mode = m; ctime = Clock.now() }
+            xattrs.removeValue(forKey: "security.capability")
+        }
+    }
+
     func touch(m: Bool = false, c: Bool = false, a: Bool = false) {
         let now = Clock.now()
         meta.withLock {

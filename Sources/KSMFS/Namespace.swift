@@ -295,6 +295,8 @@ extension MemoryFileSystem {
             }
             if let c = change.ctime { inode.ctime = c } else { inode.ctime = now }
         }
+        // KILLPRIV_V2: a chown, or a truncate the kernel flags, drops suid/sgid here.
+        if change.killSuidGid || ((change.uid != nil || change.gid != nil) && change.mode == nil) { inode.dropSuidSgid() }
         if change.uid != nil, let f = inode.file { f.owner = inode.meta.withLock { inode.uid } }
         return .success(inode.attributes())
     }

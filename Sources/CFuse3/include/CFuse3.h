@@ -20,6 +20,12 @@ void cfuse_args_free(struct fuse_args *args);
 /* The multithreaded loop, whatever symbol version libfuse exports. */
 int cfuse_session_loop_mt(struct fuse_session *se, unsigned max_threads, int clone_fd);
 
+/* Routes the session's replies through a writev that adds FUSE_HANDLE_KILLPRIV_V2 to the
+ * INIT reply (libfuse 3.14 cannot ask for it). The kernel then stops asking for
+ * security.capability on every write (SB_NOSEC), and the filesystem clears suid/sgid itself.
+ * Call after fuse_session_mount. Returns 0 on success. */
+int cfuse_enable_killpriv_v2(struct fuse_session *se);
+
 /* fuse_file_info bitfields. */
 void cfuse_fi_set_direct_io(struct fuse_file_info *fi, int on);
 void cfuse_fi_set_keep_cache(struct fuse_file_info *fi, int on);
