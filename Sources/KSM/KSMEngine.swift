@@ -42,7 +42,6 @@ public final class KSMEngine: @unchecked Sendable {
     let stable: ContentTree
     let unstable: ContentTree
     var dups = DupPool()
-    private let scratch: UnsafeMutableRawPointer
     private var zeroChecksum: UInt32 = 0
     private var removalBuffer: [UInt32] = []
     var current = Tunables()
@@ -60,7 +59,6 @@ public final class KSMEngine: @unchecked Sendable {
         self.arena = arena
         stable = ContentTree(arenaBase: UnsafeRawPointer(arena.base))
         unstable = ContentTree(arenaBase: UnsafeRawPointer(arena.base))
-        scratch = .allocate(byteCount: BlockArena.pageSize, alignment: BlockArena.pageSize)
         zeroChecksum = UInt32(truncatingIfNeeded: ksm_xxh64(BlockArena.zeroPage, BlockArena.pageSize, 0))
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
@@ -68,7 +66,6 @@ public final class KSMEngine: @unchecked Sendable {
         removalBuffer.reserveCapacity(1024)
     }
 
-    deinit { scratch.deallocate() }
 
     // MARK: tunables
 
@@ -223,8 +220,13 @@ public final class KSMEngine: @unchecked Sendable {
         current = tunables
         var done = 0
         while done < limit {
-            guard let (file, page) = nextPage() else { break }
-            switch processPage(file, page) {
+            guard let f = cursorFileObject() else { break }
+            guard let (p, outcome) = processNext(f, from: cursorPage) else {
+                advanceFile(f)
+                continue
+            }
+            cursorPage = p + 1
+            switch outcome {
             case .scanned: done += 1; stats.add(.pagesScanned, 1)
             case .skipped, .gone: break
             }
@@ -233,35 +235,31 @@ public final class KSMEngine: @unchecked Sendable {
         return done
     }
 
-    /// The next (file, page) under the cursor; nil at the end of a pass (which it completes).
-    private func nextPage() -> (MergeableFile, Int)? {
+    /// The file under the cursor, starting a pass if none is active; nil when the pass ends
+    /// (which it completes).
+    private func cursorFileObject() -> MergeableFile? {
         registryLock.lock()
+        defer { registryLock.unlock() }
         if !passActive { startPassLocked() }
-        while cursorFile < files.count {
-            let f = files[cursorFile]
-            registryLock.unlock()
-            let found: Int? = f.lock.withShared {
-                if f.dead || !f._mergeable { return nil }
-                let limit = f.pages.chunkCount << PageMap.chunkShift
-                return f.pages.nextData(from: cursorPage, limit: limit)
-            }
-            registryLock.lock()
-            if let p = found {
-                cursorPage = p + 1
-                registryLock.unlock()
-                return (f, p)
-            }
-            if f.dead, cursorFile < files.count, files[cursorFile] === f {
-                files.remove(at: cursorFile)
-                if f.scanID != 0 { idTable[f.scanID] = nil }
-            } else {
-                cursorFile += 1
+        if cursorFile < files.count { return files[cursorFile] }
+        endPassLocked()
+        return nil
+    }
+
+    /// Moves the cursor past file `f`, dropping it from the list if it is gone.
+    private func advanceFile(_ f: MergeableFile) {
+        let dead = f.lock.withShared { f.dead }
+        registryLock.withLock {
+            if cursorFile < files.count, files[cursorFile] === f {
+                if dead {
+                    files.remove(at: cursorFile)
+                    if f.scanID != 0 { idTable[f.scanID] = nil }
+                } else {
+                    cursorFile += 1
+                }
             }
             cursorPage = 0
         }
-        endPassLocked()
-        registryLock.unlock()
-        return nil
     }
 
     private func startPassLocked() {
@@ -306,82 +304,83 @@ public final class KSMEngine: @unchecked Sendable {
         b >= 2 && ksm_atomic_load32(arena.sharers + Int(b)) & KSMEngine.stableFlag != 0
     }
 
-    private func processPage(_ f: MergeableFile, _ p: Int) -> Outcome {
-        // Phase 1, shared lock: item bookkeeping, smart scan, a copy of the page.
-        var b: UInt32 = 0
-        var oldChecksum: UInt32 = 0
-        var outcome: Outcome? = nil
+    /// Finds the next page of `f` at or after `from` and runs cmp_and_merge_page on it.
+    /// Returns nil when the file has no more pages.
+    private func processNext(_ f: MergeableFile, from: Int) -> (Int, Outcome)? {
+        // Under the shared lock the page cannot change (writers take the lock exclusively) and
+        // shared blocks never change: the stable search and the checksum read the live block.
+        var outcome: Outcome = .scanned
+        var stableBlock: UInt32 = 0
+        var zeroCandidate = false
+        var frozen = false
         var forkAttach = false
         let owner = f.owner
         f.lock.lockShared()
-        b = f.pages.block(p)
-        if b < 2 || f.dead || !f._mergeable {
-            outcome = .gone
+        guard !f.dead, f._mergeable,
+              let p = f.pages.nextData(from: from, limit: f.pages.chunkCount << PageMap.chunkShift) else {
+            f.lock.unlock()
+            return nil
+        }
+        let b = f.pages.block(p)
+        if b < 2 {
+            f.lock.unlock()
+            return (p, .gone)               // the zero block: already as merged as it gets
+        }
+        let it = f.pages.item(p)
+        if it.pointee.state == .absent {
+            it.pointee.state = .visited
+            it.pointee.age = 0
+            it.pointee.skip = 0
+            f.itemCount += 1
+            stats.add(.items, 1)
+        }
+        if it.pointee.state == .stable {
+            outcome = .scanned              // already merged: the cheap path
+        } else if isStableBlock(b) {
+            // The page maps a shared block its item is not attached to (a copy_file_range
+            // copy of a merged page: the kernel's "KSM fork"): attach it, over the limit if
+            // need be, as stable_tree_append's bypass does.
+            removeFromTree(it)
+            forkAttach = true
+        } else if current.smartScan && shouldSkip(it) {
+            removeFromTree(it)
+            stats.add(.pagesSkipped, 1)
+            outcome = .skipped
         } else {
-            let it = f.pages.item(p)
-            if it.pointee.state == .absent {
-                it.pointee.state = .visited
-                it.pointee.age = 0
-                it.pointee.skip = 0
-                f.itemCount += 1
-                stats.add(.items, 1)
-            }
-            if it.pointee.state == .stable {
-                outcome = .scanned          // already merged: the cheap path
-            } else if isStableBlock(b) {
-                // The page maps a shared block its item is not attached to (a copy_file_range
-                // copy of a merged page: the kernel's "KSM fork"): attach it, over the limit if
-                // need be, as stable_tree_append's bypass does.
-                removeFromTree(it)
-                outcome = .scanned
-                forkAttach = true
-            } else if current.smartScan && !isStableBlock(b) && shouldSkip(it) {
-                removeFromTree(it)
-                stats.add(.pagesSkipped, 1)
-                outcome = .skipped
-            } else {
-                removeFromTree(it)
-                oldChecksum = it.pointee.checksum
-                scratch.copyMemory(from: f.arena.pointer(b), byteCount: BlockArena.pageSize)
+            removeFromTree(it)
+            let page = UnsafeRawPointer(arena.pointer(b))
+            stableBlock = searchStable(page, owner: owner).block
+            if stableBlock == 0 {
+                let checksum = UInt32(truncatingIfNeeded: ksm_xxh64(page, BlockArena.pageSize, 0))
+                if checksum != it.pointee.checksum {
+                    it.pointee.checksum = checksum  // volatile this pass
+                } else if current.useZeroPages && checksum == zeroChecksum && ksm_is_zero(page, BlockArena.pageSize) != 0 {
+                    zeroCandidate = true
+                } else {
+                    arena.retain(b)                 // the unstable tree's reference: b is now copy-on-write
+                    frozen = true
+                }
             }
         }
         f.lock.unlock()
+
         if forkAttach {
             f.lock.withExclusive {
                 if !f.dead, f.pages.block(p) == b, let it = f.pages.existingItem(p), it.pointee.state != .stable { attach(f, it, b) }
             }
-        }
-        if let outcome { return outcome }
-
-        // Stable tree first: a page matching a shared block merges on any visit.
-        let found = searchStable(scratch, owner: owner)
-        if found.block != 0 {
-            mergeIntoStable(f, p, expect: b, stableBlock: found.block)
-            return .scanned
-        }
-
-        let checksum = UInt32(truncatingIfNeeded: ksm_xxh64(scratch, BlockArena.pageSize, 0))
-        if checksum != oldChecksum {
-            f.lock.withShared {
-                if let it = f.pages.existingItem(p) { it.pointee.checksum = checksum }
-            }
-            return .scanned
-        }
-
-        if current.useZeroPages && checksum == zeroChecksum && ksm_is_zero(scratch, BlockArena.pageSize) != 0 {
+        } else if stableBlock != 0 {
+            mergeIntoStable(f, p, expect: b, stableBlock: stableBlock)
+        } else if zeroCandidate {
             mergeIntoZero(f, p, expect: b)
-            return .scanned
+        } else if frozen {
+            unstableStep(f, p, block: b, owner: owner)
         }
+        return (p, outcome)
+    }
 
-        // Unstable tree: freeze the block (the tree's reference), then search or insert.
-        var frozen = false
-        f.lock.withShared {
-            if f.pages.block(p) == b, f.pages.existingItem(p) != nil, arena.refcount(b) >= 1 {
-                arena.retain(b)
-                if ksm_memcmp(arena.pointer(b), scratch, BlockArena.pageSize) == 0 { frozen = true } else { arena.release(b) }
-            }
-        }
-        if !frozen { return .scanned }
+    /// Searches the unstable tree with frozen block `b` of page `p`: inserts it, or merges
+    /// with the equal page found there.
+    private func unstableStep(_ f: MergeableFile, _ p: Int, block b: UInt32, owner: UInt32) {
         let fileSlot = fileID(f)
         let (node, inserted) = unstable.findOrInsert(UnsafeRawPointer(arena.pointer(b)), block: b,
                                                      a: fileSlot, b: UInt32(truncatingIfNeeded: p), c: owner)
@@ -398,16 +397,13 @@ public final class KSMEngine: @unchecked Sendable {
                 unstable.remove(node)
                 arena.release(b)
             }
-            return .scanned
+            return
         }
         // A match in the unstable tree: owners must agree unless merge_across_owners.
-        if !current.mergeAcrossOwners && unstable.c(node) != owner {
-            arena.release(b)
-            return .scanned
+        if current.mergeAcrossOwners || unstable.c(node) == owner {
+            mergeWithUnstable(f, p, block: b, node: node)
         }
-        mergeWithUnstable(f, p, block: b, node: node)
         arena.release(b)        // our freeze reference
-        return .scanned
     }
 
     /// Smart scan's schedule (mm/ksm.c should_skip_rmap_item).
