@@ -147,6 +147,7 @@ public final class MergeableFile: @unchecked Sendable {
         let fresh = UnsafeMutablePointer<UInt32>.allocate(capacity: need)
         defer { fresh.deallocate() }
         do { try arena.allocate(need, into: fresh) } catch { throw .noSpace }
+        if need >= 16 { arena.populate(fresh, count: need) }
         var used = 0
         body(fresh, &used)
         precondition(used <= need, "write used more fresh blocks than counted")
