@@ -4,7 +4,7 @@ SWIFT ?= swift
 MNT ?= /tmp/ksmfs-demo
 BIN := .build/release/ksmfs
 
-.PHONY: deps build mount demo test unit integration bench clean
+.PHONY: deps build mount demo test unit integration bench install clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -26,6 +26,13 @@ test: build unit integration
 
 bench: build
 	$(SWIFT) run -c release ksmfs-bench io
+
+# Puts ksmfs in PATH so `mount -t fuse.ksmfs none /mnt -o size=4g` and /etc/fstab lines
+# work through mount.fuse3 (util-linux falls back from mount.fuse.ksmfs to mount.fuse).
+PREFIX ?= /usr/local
+install: build
+	install -m 0755 $(BIN) $(PREFIX)/bin/ksmfs
+	@[ -e /sbin/mount.fuse ] || [ -e /usr/sbin/mount.fuse ] || ln -sf "$$(command -v mount.fuse3)" /usr/sbin/mount.fuse
 
 clean:
 	rm -rf .build

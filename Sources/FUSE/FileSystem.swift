@@ -14,6 +14,14 @@ public struct Request {
     public var pid: pid_t { cfuse_req_pid(raw) }
     public var umask: mode_t { cfuse_req_umask(raw) }
 
+    /// Whether the caller gave up on this request (a signal interrupted it), or the session is
+    /// ending: a long-running reply should stop waiting.
+    public var shouldStop: Bool {
+        if fuse_req_interrupted(raw) != 0 { return true }
+        guard let se = Session.active else { return false }
+        return fuse_session_exited(se) != 0
+    }
+
     /// Supplementary groups of the caller (`fuse_req_getgroups`), empty if unavailable.
     public func groups() -> [gid_t] {
         var buf = [gid_t](repeating: 0, count: 64)

@@ -230,6 +230,8 @@ public struct SessionError: Error, CustomStringConvertible {
 
 /// One FUSE session: create, mount, run the multithreaded loop, unmount.
 public final class Session {
+    /// The session being served (for requests that wait: they stop when it exits).
+    nonisolated(unsafe) static var active: OpaquePointer?
     private let box: SessionBox
     private var session: OpaquePointer?
     private var args: UnsafeMutablePointer<fuse_args>?
@@ -266,6 +268,7 @@ public final class Session {
             throw SessionError("mounting \(path) failed (see the message above)")
         }
         mounted = true
+        Session.active = session
         if cfuse_enable_killpriv_v2(session) != 0 { throw SessionError("could not set up the session's I/O") }
     }
 

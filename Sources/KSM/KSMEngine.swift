@@ -20,6 +20,7 @@ public final class KSMEngine: @unchecked Sendable {
 
     public let arena: BlockArena
     public let stats = KSMStats()
+    public let trace = TraceBuffer()
 
     // Tunables, guarded by `tunablesLock`.
     private let tunablesLock = Mutex()
@@ -97,6 +98,7 @@ public final class KSMEngine: @unchecked Sendable {
     public func register(_ file: MergeableFile, mergeable: Bool) {
         file.engine = self
         file.lock.withExclusive { file._mergeable = mergeable }
+        if trace.enabled { trace.emit("ksm_enter", "ino=\(file.ino)") }
         registryLock.withLock {
             let at = min(cursorFile, files.count)
             files.insert(file, at: at)
@@ -108,6 +110,7 @@ public final class KSMEngine: @unchecked Sendable {
     /// The file is gone; the scanner drops it when the cursor reaches it.
     public func unregister(_ file: MergeableFile) {
         file.lock.withExclusive { file.dead = true }
+        if trace.enabled { trace.emit("ksm_exit", "ino=\(file.ino)") }
     }
 
     public func isMergeable(_ file: MergeableFile) -> Bool { file.lock.withShared { file._mergeable } }
@@ -230,6 +233,7 @@ public final class KSMEngine: @unchecked Sendable {
             case .scanned: done += 1; stats.add(.pagesScanned, 1)
             case .skipped, .gone: break
             }
+            stats.add(.passPagesDone, 1)
         }
         arena.flush()
         return done
@@ -269,6 +273,8 @@ public final class KSMEngine: @unchecked Sendable {
         clearUnstableTree()
         clock_gettime(CLOCK_MONOTONIC, &passStart)
         passCPUStart = stats.scannerCPUNanos
+        stats.set(.passPagesDone, 0)
+        if trace.enabled { trace.emit("ksm_start_scan", "seq=\(stats.fullScans) rmap_items=\(stats.items)") }
     }
 
     private func endPassLocked() {
@@ -276,6 +282,7 @@ public final class KSMEngine: @unchecked Sendable {
         cursorFile = 0
         cursorPage = 0
         sweepStableTree()
+        if trace.enabled { trace.emit("ksm_stop_scan", "seq=\(stats.fullScans) rmap_items=\(stats.items)") }
         stats.add(.fullScans, 1)
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
@@ -453,6 +460,7 @@ public final class KSMEngine: @unchecked Sendable {
             f.pages.set(p, s)
             arena.release(b)
             attach(f, it, s)
+            if trace.enabled { trace.emit("ksm_merge_with_ksm_page", "ksm_page=\(s) ino=\(f.ino) page=\(p) err=0") }
         }
     }
 
@@ -475,6 +483,7 @@ public final class KSMEngine: @unchecked Sendable {
             arena.release(b)
             it.pointee.state = .zero
             f.zeroCount += 1
+            if trace.enabled { trace.emit("ksm_merge_one_page", "kpfn=zero ino=\(f.ino) page=\(p) err=0") }
             stats.add(.zeroPages, 1)
             stats.add(.mergedTotal, 1)
         }
@@ -488,6 +497,7 @@ public final class KSMEngine: @unchecked Sendable {
         let otherPage = Int(unstable.b(node))
         let owner = unstable.c(node)
         unstable.remove(node)          // the tree's reference on c passes to the stable tree
+        if trace.enabled { trace.emit("ksm_merge_one_page", "kpfn=\(c) ino=\(f.ino) page=\(p) tree_ino=\(idTable[otherID]?.takeUnretainedValue().ino ?? 0) tree_page=\(otherPage) err=0") }
         let s = insertStable(c, owner: owner)
         var attached = 0
         f.lock.withExclusive {

@@ -33,6 +33,8 @@ public final class MergeableFile: @unchecked Sendable {
     var zeroCount = 0
     /// The engine that scans this file, if registered.
     weak var engine: KSMEngine?
+    /// The filesystem's inode number, for trace events.
+    public var ino: UInt64 = 0
     /// Owner uid, for merge_across_owners.
     public var owner: UInt32 = 0
     /// The scanner's id for this file (0 until it enters the unstable tree; scanner only).

@@ -88,6 +88,7 @@ extension KSMEngine {
         if count >= 1 { stats.add(.chainDups, -1) }
         if count == 1 { stats.add(.chains, -1); stats.add(.chainDups, -1) }
         arena.resetSharers(blk)
+        if trace.enabled { trace.emit("ksm_remove_ksm_page", "kpfn=\(blk)") }
         if count == 0 {
             stable.remove(n)
         } else if stable.block(n) == blk {
@@ -216,6 +217,23 @@ extension KSMEngine {
         (stats.pagesSharing + stats.zeroPages) * Int64(BlockArena.pageSize) - stats.items * Int64(KSMEngine.bytesPerItem)
     }
 
+    /// Pages handled in the current pass, and the pages of mergeable files (the pass's size).
+    public var passProgress: (done: Int64, total: Int64) {
+        var total: Int64 = 0
+        for f in allFiles() { total += f.lock.withShared { (f.dead || !f._mergeable) ? 0 : Int64(f.pages.dataPages) } }
+        return (stats.load(.passPagesDone), total)
+    }
+
+    /// Seconds the last full pass took.
+    public var lastPassSeconds: Double { Double(stats.load(.lastPassNanos)) / 1e9 }
+
+    /// Pages of all files (logical, holes excluded) and blocks they use (physical).
+    public var logicalPages: Int64 {
+        var total: Int64 = 0
+        for f in allFiles() { total += f.lock.withShared { f.dead ? 0 : Int64(f.pages.dataPages) } }
+        return total
+    }
+
     /// Forgets the advisor's history (advisor_mode changed).
     public func resetAdvisor() {
         batchLock.withLock {
@@ -269,6 +287,7 @@ extension KSMEngine {
         updateTunablesQuietly { $0.pagesToScan = newValue }
         current.pagesToScan = newValue
         lastAdvice = (st, cpu, newValue)
+        if trace.enabled { trace.emit("ksm_advisor", "scan_time=\(st) pages_to_scan=\(newValue) cpu_percent=\(cpu)") }
     }
 
     // MARK: invariants

@@ -12,6 +12,8 @@ final class ControlFile {
     let isTunable: Bool
     let read: () -> [UInt8]
     let write: (UnsafeRawBufferPointer) -> Result<Int, Errno>
+    /// For a stream (trace): a handle per open, reads that wait for data, and a release.
+    var stream: (open: () -> UInt64, read: (UInt64, Int, Request) -> Result<[UInt8], Errno>, release: (UInt64) -> Void)?
 
     init(name: String, isTunable: Bool, read: @escaping () -> [UInt8],
          write: @escaping (UnsafeRawBufferPointer) -> Result<Int, Errno> = { _ in .failure(.acces) }) {
@@ -29,6 +31,7 @@ public struct ControlPlane {
     public init(engine: KSMEngine) { self.engine = engine }
 
     /// Files beyond the kernel's: (name, mode, isTunable).
+    /// (`metrics` and `trace` are added beside these; they are not values.)
     public static let extraFiles: [(name: String, mode: UInt32, isTunable: Bool)] = [
         ("cow_ksm", 0o444, false),
         ("merge_across_owners", 0o644, true),
@@ -164,6 +167,25 @@ extension MemoryFileSystem {
             let inode = newInode(mode: S_IFREG | mode_t(spec.mode), uid: spec.isTunable ? owner : 0, gid: 0,
                                  kind: .control(cf), counted: false)!
             dir.directory!.insert(name, inode)
+        }
+        let mountpoint = options.mountpoint
+        let metrics = ControlFile(name: "metrics", isTunable: false, read: { plane.metrics(mountpoint: mountpoint) })
+        let trace = ControlFile(name: "trace", isTunable: false, read: { [] })
+        let buffer = engine.trace
+        trace.stream = (
+            open: { buffer.attach() },
+            read: { handle, size, request in
+                while true {
+                    let bytes = buffer.read(handle, max: max(size, 1), timeoutMs: 200)
+                    if !bytes.isEmpty { return .success(bytes) }
+                    if request.shouldStop { return .failure(Errno(EINTR)) }
+                }
+            },
+            release: { buffer.detach($0) }
+        )
+        for cf in [metrics, trace] {
+            let inode = newInode(mode: S_IFREG | 0o444, uid: 0, gid: 0, kind: .control(cf), counted: false)!
+            dir.directory!.insert(cf.name, inode)
         }
         return dir
     }

@@ -27,7 +27,9 @@ extension MemoryFileSystem {
                 if !cf.isTunable { return .failure(.acces) }
                 if !mayWriteTunable(r) { return .failure(.acces) }
             }
-            return .success(openReply(for: inode))
+            var reply = openReply(for: inode)
+            if let stream = cf.stream { reply.handle = stream.open(); reply.nonSeekable = true }
+            return .success(reply)
         }
         if inode.isDirectory && accmode != O_RDONLY { return .failure(.isdir) }
         if accmode != O_RDONLY && options.readOnly { return .failure(.rofs) }
@@ -52,6 +54,11 @@ extension MemoryFileSystem {
                 } else {
                     rep.send(iov.baseAddress!, count: iov.count)
                 }
+            }
+        case .control(let cf) where cf.stream != nil:
+            switch cf.stream!.read(handle, size, r) {
+            case .success(let bytes): reply.send(bytes)
+            case .failure(let e): reply.fail(e)
             }
         case .control(let cf):
             let text = cf.read()
@@ -146,7 +153,10 @@ extension MemoryFileSystem {
 
     public func fsync(_ r: Request, ino: UInt64, dataOnly: Bool, handle: UInt64) -> Errno? { nil }
     public func flush(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? { nil }
-    public func release(_ r: Request, ino: UInt64, handle: UInt64, flags: Int32) -> Errno? { nil }
+    public func release(_ r: Request, ino: UInt64, handle: UInt64, flags: Int32) -> Errno? {
+        if let inode = inode(ino), case .control(let cf) = inode.kind, let stream = cf.stream { stream.release(handle) }
+        return nil
+    }
 
     /// Who may write a tunable: root, or the mount's owner when the mount is not shared.
     func mayWriteTunable(_ r: Request) -> Bool {

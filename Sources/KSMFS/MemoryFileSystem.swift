@@ -21,6 +21,8 @@ public struct FileSystemOptions: Sendable {
     /// The uid that mounted the filesystem.
     public var mountOwner: uid_t = getuid()
     public var writebackCache = true
+    /// Where the filesystem is mounted (labels in ksm/metrics).
+    public var mountpoint = ""
 
     public init(capacityBytes: Int, maxInodes: Int) {
         self.capacityBytes = capacityBytes

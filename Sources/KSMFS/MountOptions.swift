@@ -7,11 +7,16 @@ public struct MountOptions {
     public var filesystem: FileSystemOptions
     /// Options for libfuse (`-o a,b=c`).
     public var fuseOptions: [String]
+    /// Where a daemonized ksmfs logs (`log=`; default syslog) and writes its pid (`pidfile=`).
+    public var logFile: String?
+    public var pidFile: String?
 
     public struct Invalid: Error, CustomStringConvertible {
         public let description: String
     }
 
+    /// Options mount(8) and mount.fuse3 pass along that mean nothing more here.
+    static let ignored: Set<String> = ["defaults", "noauto", "auto", "user", "users", "nouser", "nofail", "_netdev", "x-systemd.automount"]
     static let passThrough: Set<String> = ["allow_other", "allow_root", "ro", "rw", "suid", "nosuid", "dev", "nodev",
                                            "exec", "noexec", "atime", "noatime", "relatime", "strictatime", "sync",
                                            "async", "dirsync", "auto_unmount", "default_permissions", "nonempty"]
@@ -29,6 +34,7 @@ public struct MountOptions {
         var fs = FileSystemOptions(capacityBytes: ram / 2, maxInodes: max(1024, ram / 4096 / 2))
         var fuse: [String] = []
         var hasFsname = false, hasSubtype = false
+        var logFile: String?, pidFile: String?
         for word in words where !word.isEmpty {
             let parts = word.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = String(parts[0])
@@ -71,9 +77,12 @@ public struct MountOptions {
                 case "none": fs.mergeByDefault = false
                 default: throw Invalid(description: "bad value for merge: '\(v)' (all or none)")
                 }
+            case "log": logFile = try need()
+            case "pidfile": pidFile = try need()
             case "writeback_cache": fs.writebackCache = true
             case "no_writeback_cache": fs.writebackCache = false
             default:
+                if ignored.contains(key) || key.hasPrefix("x-") || key.hasPrefix("comment=") { continue }
                 if passThrough.contains(key) && value == nil {
                     if key == "ro" { fs.readOnly = true }
                     if key == "rw" { fs.readOnly = false }
@@ -91,7 +100,7 @@ public struct MountOptions {
         fuse += ["default_permissions", "auto_unmount"]
         if !hasFsname { fuse.append("fsname=ksmfs") }
         if !hasSubtype { fuse.append("subtype=ksmfs") }
-        return MountOptions(filesystem: fs, fuseOptions: fuse)
+        return MountOptions(filesystem: fs, fuseOptions: fuse, logFile: logFile, pidFile: pidFile)
     }
 
     /// "4096", "64k", "2g", "25%" -> bytes (binary units); nil when malformed or overflowing.

@@ -45,6 +45,7 @@ extension MemoryFileSystem {
     private func registerIfFile(_ inode: Inode, mergeable: Bool) {
         if let f = inode.file {
             f.owner = inode.uid
+            f.ino = inode.ino
             engine.register(f, mergeable: mergeable)
         }
     }

@@ -107,10 +107,22 @@ def k(km):
 
 # ---------------------------------------------------------------- shape and defaults
 
+def _extras(k):
+    """Names beyond the kernel's 24 and the two ksmfs adds as values (e.g. a metrics file):
+    allowed, as new names that are read-only to everyone."""
+    return sorted(set(os.listdir(os.path.join(k.path, "ksm"))) - set(ALL_FILES))
+
+
 def test_ksm_holds_the_kernels_24_files_plus_cow_ksm_and_merge_across_owners(k):
-    names = sorted(os.listdir(os.path.join(k.path, "ksm")))
-    assert names == ALL_FILES
-    assert set(KERNEL_FILES) <= set(names) and len(KERNEL_FILES) == 24
+    names = set(os.listdir(os.path.join(k.path, "ksm")))
+    assert len(KERNEL_FILES) == 24
+    assert sorted(set(ALL_FILES) - names) == [], "missing from <mnt>/ksm"
+    for extra in _extras(k):  # anything more must be a new, read-only name (never a tunable)
+        st = os.stat(kpath(k, extra))
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o444, extra
+        assert (st.st_uid, st.st_gid) == (0, 0), extra
+        with raises_errno(errno.EACCES):
+            os.close(os.open(kpath(k, extra), os.O_WRONLY))
 
 
 def test_ls_l_shows_dir_0755_tunables_0644_counters_0444_all_root_owned(k):
@@ -122,7 +134,7 @@ def test_ls_l_shows_dir_0755_tunables_0644_counters_0444_all_root_owned(k):
     got = {l.split()[-1]: (l.split()[0], l.split()[2], l.split()[3]) for l in lines}
     want = {n: ("-rw-r--r--" if n in TUNABLE_DEFAULTS else "-r--r--r--", "root", "root")
             for n in ALL_FILES}
-    assert got == want
+    assert {n: got.get(n) for n in ALL_FILES} == want
     for n in ALL_FILES:
         st = os.stat(kpath(k, n))
         assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and st.st_gid == 0, n
@@ -409,6 +421,7 @@ def test_the_ksm_directory_refuses_create_unlink_rename_mkdir_chmod(k):
     ksm = os.path.join(k.path, "ksm")
     outside = os.path.join(k.path, "outside")
     write_file(outside, b"x")
+    listing = sorted(os.listdir(ksm))
     try:
         attempts = {
             "create": lambda: os.close(os.open(os.path.join(ksm, "new"), os.O_CREAT | os.O_WRONLY, 0o644)),
@@ -434,7 +447,7 @@ def test_the_ksm_directory_refuses_create_unlink_rename_mkdir_chmod(k):
             except OSError as e:
                 got[what] = E.get(e.errno, e.errno)
         assert {w: g for w, g in got.items() if g not in ("EPERM", "EACCES")} == {}
-        assert sorted(os.listdir(ksm)) == ALL_FILES
+        assert sorted(os.listdir(ksm)) == listing
         assert stat.S_IMODE(os.stat(ksm).st_mode) == 0o755
         assert stat.S_IMODE(os.stat(kpath(k, "run")).st_mode) == 0o644
         assert stat.S_IMODE(os.stat(kpath(k, "pages_sharing")).st_mode) == 0o444

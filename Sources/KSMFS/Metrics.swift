@@ -1,0 +1,95 @@
+// <mnt>/ksm/metrics: every counter and tunable, plus what the kernel does not show (pass
+// progress, scanner CPU, daemon RSS, arena use, logical size), in the Prometheus text
+// exposition format, for a node-exporter textfile collector or a scraper. `ksmfs status`
+// reads this one file.
+import Glibc
+import KSM
+
+extension ControlPlane {
+    /// Resident memory of this process in bytes (/proc/self/statm).
+    static func residentBytes() -> Int64 {
+        guard let f = fopen("/proc/self/statm", "r") else { return 0 }
+        defer { fclose(f) }
+        var size = 0, resident = 0
+        _ = withUnsafeMutablePointer(to: &size) { s in
+            withUnsafeMutablePointer(to: &resident) { r in
+                withVaList([s, r]) { vfscanf(f, "%ld %ld", $0) }
+            }
+        }
+        return Int64(resident) * Int64(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    public func metrics(mountpoint: String) -> [UInt8] {
+        var out = ""
+        let label = "{mountpoint=\"\(mountpoint.replacingBackslashesAndQuotes())\"}"
+        func metric(_ name: String, _ type: String, _ help: String, _ value: String) {
+            out += "# HELP ksmfs_\(name) \(help)\n# TYPE ksmfs_\(name) \(type)\nksmfs_\(name)\(label) \(value)\n"
+        }
+        let counters: [(String, String, String)] = [
+            ("full_scans", "counter", "Completed passes over all mergeable pages."),
+            ("pages_scanned", "counter", "Pages the scanner has handled."),
+            ("pages_skipped", "counter", "Pages smart scan skipped."),
+            ("cow_ksm", "counter", "Copy-on-write breaks of shared pages by writes."),
+            ("pages_shared", "gauge", "Shared blocks in use."),
+            ("pages_sharing", "gauge", "Pages merged beyond the first of each shared block (pages saved)."),
+            ("pages_unshared", "gauge", "Pages in the unstable tree."),
+            ("pages_volatile", "gauge", "Pages changing too fast to merge."),
+            ("ksm_zero_pages", "gauge", "Pages mapped to the zero block."),
+            ("stable_node_chains", "gauge", "Contents needing several shared blocks (max_page_sharing)."),
+            ("stable_node_dups", "gauge", "Shared blocks inside chains."),
+            ("general_profit", "gauge", "Bytes saved minus scan metadata."),
+        ]
+        for (name, type, help) in counters {
+            metric(name, type, help, String(decoding: read(name).dropLast(), as: UTF8.self))
+        }
+        let t = engine.tunables
+        let tunables: [(String, String)] = [
+            ("run", "0 stop, 1 run, 2 unmerge."), ("pages_to_scan", "Pages per batch."),
+            ("sleep_millisecs", "Sleep between batches."), ("max_page_sharing", "Most pages per shared block."),
+            ("use_zero_pages", "Zero pages map to the zero block."), ("smart_scan", "Smart scan on."),
+            ("merge_across_owners", "Files of different owners may merge."),
+            ("stable_node_chains_prune_millisecs", "Chain prune interval."),
+            ("advisor_max_cpu", "Advisor CPU cap, percent."), ("advisor_target_scan_time", "Advisor target pass time, seconds."),
+            ("advisor_min_pages_to_scan", "Advisor floor."), ("advisor_max_pages_to_scan", "Advisor ceiling."),
+        ]
+        for (name, help) in tunables {
+            metric("tunable_\(name)", "gauge", help, String(decoding: read(name).dropLast(), as: UTF8.self))
+        }
+        metric("tunable_advisor_scan_time", "gauge", "1 when advisor_mode is scan-time.", t.advisorScanTime ? "1" : "0")
+        let progress = engine.passProgress
+        metric("pass_pages_done", "gauge", "Pages handled in the current pass.", String(progress.done))
+        metric("pass_pages_total", "gauge", "Pages of mergeable files (one pass).", String(progress.total))
+        metric("last_pass_seconds", "gauge", "Wall time of the last full pass.", String(engine.lastPassSeconds))
+        metric("scanner_cpu_seconds_total", "counter", "CPU time used by the scanner thread.",
+               String(Double(engine.stats.scannerCPUNanos) / 1e9))
+        metric("merged_pages_total", "counter", "Pages merged since mount.", String(engine.stats.mergedTotal))
+        metric("scan_items", "gauge", "Scan items (the kernel's rmap_items).", String(engine.stats.items))
+        metric("scan_item_bytes", "gauge", "Metadata bytes per scan item.", String(KSMEngine.bytesPerItem))
+        metric("logical_bytes", "gauge", "Bytes of file data (holes excluded), before merging.",
+               String(engine.logicalPages * Int64(BlockArena.pageSize)))
+        metric("physical_bytes", "gauge", "Bytes of blocks in use after merging.",
+               String(Int64(engine.arena.used) * Int64(BlockArena.pageSize)))
+        metric("capacity_bytes", "gauge", "Capacity (size=).", String(Int64(engine.arena.capacity) * Int64(BlockArena.pageSize)))
+        metric("daemon_resident_bytes", "gauge", "Resident memory of the ksmfs daemon.", String(ControlPlane.residentBytes()))
+        let advice = engine.lastAdvice
+        metric("advisor_last_pages_to_scan", "gauge", "The advisor's last pages_to_scan.", String(advice.pagesToScan))
+        metric("advisor_last_cpu_percent", "gauge", "Scanner CPU percent the advisor last saw.", String(advice.cpuPercent))
+        return Array(out.utf8)
+    }
+}
+
+extension String {
+    public func replacingBackslashesAndQuotes() -> String {
+        var s = ""
+        for c in self {
+            switch c {
+            case "\\": s += "\\\\"
+            case "\"": s += "\\\""
+            case "\n": s += "\\n"
+            default: s.append(c)
+            }
+        }
+        return s
+    }
+
+}

@@ -1,0 +1,88 @@
+// `ksmfs [SOURCE] MOUNTPOINT`: checks the mountpoint, mounts, daemonizes unless -f, starts the
+// scanner thread (ksmd) and serves until unmounted or signalled, then unmounts cleanly.
+import ArgumentParser
+import FUSE
+import Glibc
+import KSMFS
+import Logging
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount ksmfs (the default: `ksmfs MOUNTPOINT` is `ksmfs mount MOUNTPOINT`).",
+        discussion: """
+        Options (-o, comma separated):
+          size=N[k|m|g|t|%]   capacity in physical blocks (default 50% of RAM, like tmpfs)
+          nr_inodes=N         most inodes (default half the RAM pages; 0 = no limit)
+          mode=OCTAL,uid=N,gid=N   the root directory's mode and owner (default 1777, 0, 0)
+          merge=all|none      whether new files are mergeable (default all; per file: user.ksm.mergeable)
+          no_writeback_cache  send every write to the daemon at once (slower small writes)
+          log=FILE            where a daemonized ksmfs logs (default: syslog)
+          pidfile=FILE        write the daemon's pid there
+          allow_other, ro, noatime and the usual FUSE mount options
+        As mount(8) calls it: mount -t fuse.ksmfs none /mnt -o size=4g (needs ksmfs in PATH).
+        """
+    )
+
+    @Argument(help: "[SOURCE] MOUNTPOINT: an existing directory (a SOURCE such as `none` is ignored, as tmpfs does).")
+    var paths: [String]
+
+    @Flag(name: .customShort("f"), help: "Stay in the foreground.")
+    var foreground = false
+
+    @Flag(name: .customShort("d"), help: "Debug output (implies -f).")
+    var debug = false
+
+    @Option(name: .customShort("o"), help: "Mount options, comma separated (see above).")
+    var options: [String] = []
+
+    func fail(_ message: String) -> Never {
+        writeStderr("ksmfs: \(message)\n")
+        Glibc.exit(1)
+    }
+
+    func run() throws {
+        guard paths.count == 1 || paths.count == 2 else { fail("expected [SOURCE] MOUNTPOINT (see ksmfs --help)") }
+        let mountpoint = paths.last!
+        let words = options.flatMap { $0.split(separator: ",").map(String.init) }
+        let parsed: MountOptions
+        do { parsed = try MountOptions.parse(words) } catch { fail(error.description) }
+        let daemon = !(foreground || debug)
+        LogSetup.bootstrap(level: debug ? .debug : .info, file: parsed.logFile, syslog: daemon && parsed.logFile == nil)
+        let logger = Logger(label: "ksmfs")
+
+        var st = stat()
+        if stat(mountpoint, &st) != 0 { fail("mountpoint \(mountpoint) does not exist") }
+        if st.st_mode & S_IFMT != S_IFDIR { fail("mountpoint \(mountpoint) is not a directory") }
+        let absolute = realpath(mountpoint, nil).map { p in defer { free(p) }; return String(cString: p) } ?? mountpoint
+        if MountTable.isKSMFSMount(absolute) { fail("\(absolute) is already a ksmfs mount (unmount it first: fusermount3 -u \(absolute))") }
+        if access("/dev/fuse", F_OK) != 0 { fail("/dev/fuse is missing: load the fuse module (modprobe fuse) or give the container the device") }
+        if access("/dev/fuse", R_OK | W_OK) != 0 && getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 {
+            fail("permission denied on /dev/fuse and no fusermount3 to mount as a user")
+        }
+
+        var fsOptions = parsed.filesystem
+        fsOptions.mountpoint = absolute
+        let fs = MemoryFileSystem(options: fsOptions, logger: logger)
+        let session: Session
+        do { session = try Session(filesystem: fs, options: parsed.fuseOptions, debug: debug) } catch { fail("\(error)") }
+        do { try session.mount(at: absolute) } catch {
+            fail("could not mount \(absolute): \(error) (permission denied? try as root, or check /etc/fuse.conf for allow_other)")
+        }
+        if daemon && !session.daemonize(foreground: false) { fail("could not detach from the terminal") }
+        if let pidFile = parsed.pidFile {
+            let text = "\(getpid())\n"
+            let fd = open(pidFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            if fd >= 0 { _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }; close(fd) }
+            else { logger.warning("cannot write pid file \(pidFile): \(String(cString: strerror(errno)))") }
+        }
+        logger.info("mounted at \(absolute), capacity \(parsed.filesystem.capacityBytes >> 20) MiB, \(parsed.filesystem.maxInodes) inodes")
+        fs.engine.start()
+        let rc = session.run(maxThreads: 16)
+        session.unmount()
+        fs.engine.stop()
+        if let pidFile = parsed.pidFile { unlink(pidFile) }
+        logger.info("unmounted \(absolute)")
+        if rc < 0 { Glibc.exit(1) }
+    }
+}
