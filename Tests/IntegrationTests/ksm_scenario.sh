@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# The whole KSM story with shell tools only: mount ksmfs, write 64 MiB as 4 files of 16 MiB that
-# repeat one 1 MiB pattern of 256 distinct pages, echo 1 > ksm/run, wait for the counters to
-# settle at the computed figures, echo 2 > ksm/run, check that everything is zero and that the
-# contents (sha256sum, page cache dropped) are intact, unmount, and the daemon exits 0.
-# Prints each check; exits non-zero with a FAIL line on the first mismatch.
-#   usage: [KSMFS_BIN=path/to/ksmfs] bash ksm_scenario.sh   (as root)
+# KSM end to end with shell tools (run as root): mount ksmfs, write 4 x 16 MiB files repeating
+# one 1 MiB pattern of 256 distinct pages, echo 1 > ksm/run, wait for the computed figures,
+# echo 2 > ksm/run, check all zero and sha256sums intact, unmount, daemon exits 0. Prints each
+# check; exits non-zero with a FAIL line on the first mismatch.
+#   usage: [KSMFS_BIN=path/to/ksmfs] bash ksm_scenario.sh
 
 set -u -o pipefail
 

@@ -1,9 +1,8 @@
-# The <mount>/ksm control directory as real processes see it (ksmfs-only): names, modes,
-# owners and defaults of all 26 files, reads at offsets, every accepted and rejected
-# write of KSM-SPEC.md section 2 sent as one write(2) with its errno and read-back value,
-# the kernel-measured extras (NUL, 4096 bytes, offset, e/d booleans, scan-time mode),
-# echo/printf/dd/python, EACCES for counters and non-root, EBUSY while merged, and a
-# directory that refuses create/unlink/rename/mkdir/chmod.
+# <mount>/ksm as real processes see it (ksmfs-only): names, modes, owners, defaults and
+# offset reads of every file; each accepted and rejected write of KSM-SPEC.md section 2 as one
+# write(2), with its errno and read-back value; the kernel-measured extras (NUL, 4096 bytes,
+# offset, e/d booleans, scan-time mode); echo/printf/dd/python; EACCES for counters and
+# non-root; EBUSY while merged; a directory that refuses create/unlink/rename/mkdir/chmod.
 
 import errno
 import os

@@ -1,9 +1,8 @@
-# Differential test (ksmfs-only; needs root and /sys/kernel/mm/ksm): the same single write(2)
-# of the trickiest inputs goes to the kernel's /sys/kernel/mm/ksm and to <mount>/ksm, and the
-# errno, the byte count and the value read back must agree; so must the write mechanics (NUL,
-# 4096 bytes, offset, 0 bytes), the advisor_mode/pages_to_scan coupling, reads at offsets and
-# the names and modes. Every kernel tunable is saved first and restored after each test; the
-# kernel's `run` only ever receives 0 or values it rejects, so it stays 0.
+# Differential test (ksmfs-only; needs root and /sys/kernel/mm/ksm): one write(2) of each of
+# the trickiest inputs goes to the kernel's /sys/kernel/mm/ksm and to <mount>/ksm; errno, byte
+# count and read-back value must agree, and so must the write mechanics (NUL, 4096 bytes,
+# offset, 0 bytes), the advisor_mode/pages_to_scan coupling, offset reads, names and modes.
+# All kernel tunables are saved and restored; the kernel's run only ever gets 0 or rejects.
 
 import errno
 import os
