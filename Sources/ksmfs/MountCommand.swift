@@ -6,22 +6,25 @@ import Glibc
 import KSMFS
 import Logging
 
+/// The -o options, shown by `ksmfs --help` and `ksmfs mount --help`.
+let mountOptionsHelp = """
+    Mount options (-o, comma separated):
+      size=N[k|m|g|t|%]   capacity in physical blocks (default 50% of RAM, like tmpfs)
+      nr_inodes=N         most inodes (default half the RAM pages; 0 = no limit)
+      mode=OCTAL,uid=N,gid=N   the root directory's mode and owner (default 1777, 0, 0)
+      merge=all|none      whether new files are mergeable (default all; per file: user.ksm.mergeable)
+      no_writeback_cache  send every write to the daemon at once (slower small writes)
+      log=FILE            where a daemonized ksmfs logs (default: syslog)
+      pidfile=FILE        write the daemon's pid there
+      allow_other, ro, noatime and the usual FUSE mount options
+    As mount(8) calls it: mount -t fuse.ksmfs none /mnt -o size=4g (needs ksmfs in PATH: make install).
+    """
+
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
         abstract: "Mount ksmfs (the default: `ksmfs MOUNTPOINT` is `ksmfs mount MOUNTPOINT`).",
-        discussion: """
-        Options (-o, comma separated):
-          size=N[k|m|g|t|%]   capacity in physical blocks (default 50% of RAM, like tmpfs)
-          nr_inodes=N         most inodes (default half the RAM pages; 0 = no limit)
-          mode=OCTAL,uid=N,gid=N   the root directory's mode and owner (default 1777, 0, 0)
-          merge=all|none      whether new files are mergeable (default all; per file: user.ksm.mergeable)
-          no_writeback_cache  send every write to the daemon at once (slower small writes)
-          log=FILE            where a daemonized ksmfs logs (default: syslog)
-          pidfile=FILE        write the daemon's pid there
-          allow_other, ro, noatime and the usual FUSE mount options
-        As mount(8) calls it: mount -t fuse.ksmfs none /mnt -o size=4g (needs ksmfs in PATH).
-        """
+        discussion: mountOptionsHelp
     )
 
     @Argument(help: "[SOURCE] MOUNTPOINT: an existing directory (a SOURCE such as `none` is ignored, as tmpfs does).")

@@ -11,9 +11,10 @@ struct KSMFSCommand: ParsableCommand {
         Files live in memory page by page. Identical pages of any files are merged into one shared
         block by a scanner driven through <mountpoint>/ksm/ (echo 1 > ksm/run; cat ksm/pages_sharing).
 
-          ksmfs MOUNTPOINT [-f] [-d] [-o opt,...]    mount (see `ksmfs mount --help` for options)
+          ksmfs MOUNTPOINT [-f] [-d] [-o opt,...]    mount (-f foreground, -d debug)
           ksmfs status [MOUNTPOINT] [--watch] [--json]
-        """,
+
+        """ + mountOptionsHelp,
         version: "ksmfs 0.1.0",
         subcommands: [MountCommand.self, StatusCommand.self],
         defaultSubcommand: MountCommand.self
