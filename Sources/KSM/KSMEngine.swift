@@ -130,6 +130,17 @@ public final class KSMEngine: @unchecked Sendable {
         }
     }
 
+    /// The file changed owner: unless merge_across_owners, its pages leave the shared blocks
+    /// of the old owner's files (they merge again with the new owner's). False if the
+    /// private copies did not fit.
+    public func ownerChanged(_ file: MergeableFile, to owner: UInt32) -> Bool {
+        batchLock.withLock {
+            file.lock.withExclusive { file.owner = owner }
+            if tunables.mergeAcrossOwners { return true }
+            return unmerge(file)
+        }
+    }
+
     var fileCount: Int { registryLock.withLock { files.count } }
 
     func registryLockedFiles() -> [MergeableFile] { registryLock.withLock { files } }

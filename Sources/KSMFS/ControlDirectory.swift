@@ -83,12 +83,20 @@ public struct ControlPlane {
     public func write(_ name: String, _ bytes: UnsafeRawBufferPointer) -> Result<Int, Errno> {
         let reported = min(bytes.count, ControlParser.maxWriteSize)
         if name == "merge_across_owners" {
+            // A boolean, parsed as the kernel's booleans; like merge_across_nodes, changing it
+            // while shared blocks exist is EBUSY (unmerge first: echo 2 > run).
             if bytes.isEmpty { return .success(0) }
             switch ControlParser.parse(file: "smart_scan", bytes: bytes) {
             case .failure(let e): return .failure(Errno(e.errno))
             case .success(let w):
-                if case .smartScan(let on)? = w { engine.updateTunables { $0.mergeAcrossOwners = on } }
-                return .success(reported)
+                guard case .smartScan(let on)? = w else { return .success(reported) }
+                let busy: Bool = engine.betweenBatches {
+                    if engine.tunables.mergeAcrossOwners == on { return false }
+                    if engine.hasSharedBlocksLocked() { return true }
+                    engine.updateTunablesQuietly { $0.mergeAcrossOwners = on }
+                    return false
+                }
+                return busy ? .failure(.busy) : .success(reported)
             }
         }
         if name == "pages_to_scan" && !bytes.isEmpty && engine.tunables.advisorScanTime { return .failure(.inval) }

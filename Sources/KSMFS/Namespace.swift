@@ -298,7 +298,10 @@ extension MemoryFileSystem {
         }
         // KILLPRIV_V2: a chown, or a truncate the kernel flags, drops suid/sgid here.
         if change.killSuidGid || ((change.uid != nil || change.gid != nil) && change.mode == nil) { inode.dropSuidSgid() }
-        if change.uid != nil, let f = inode.file { f.owner = inode.meta.withLock { inode.uid } }
+        if change.uid != nil, let f = inode.file {
+            let uid = inode.meta.withLock { inode.uid }
+            if uid != f.owner && !engine.ownerChanged(f, to: uid) { return .failure(.nomem) }
+        }
         return .success(inode.attributes())
     }
 
