@@ -77,6 +77,31 @@ public final class ContentTree {
 
     deinit { free(pool) }
 
+    /// When set, nodes of equal content are further ordered by payload word `c` (the
+    /// unstable tree keys pages by (content, owner) when owners must not merge). Change it only
+    /// while the tree is empty.
+    public var orderEqualContentByC = false
+
+    /// memcmp of the contents, then (if enabled) the `c` words.
+    @inline(__always)
+    private func compare(_ page: UnsafeRawPointer, _ c: UInt32, _ node: UInt32) -> Int32 {
+        let r = memcmp(page, content(pool[node].block), pageSize)
+        if r != 0 || !orderEqualContentByC { return r }
+        let other = pool[node].c
+        return c == other ? 0 : (c < other ? -1 : 1)
+    }
+
+    /// The node whose content (and `c`, when ordering by it) equals `page`'s.
+    public func search(_ page: UnsafeRawPointer, c: UInt32) -> UInt32 {
+        var cur = root
+        while cur != 0 {
+            let r = compare(page, c, cur)
+            if r == 0 { return cur }
+            cur = r < 0 ? pool[cur].left : pool[cur].right
+        }
+        return 0
+    }
+
     // MARK: Lookup
 
     /// The node whose block content equals `page` (one page of `pageSize` bytes), or 0.
@@ -245,7 +270,7 @@ public final class ContentTree {
         let leftHeight = checkSubtree(node.left, reached: &reached, previous: &previous, checkOrder: checkOrder)
         if checkOrder && previous != 0 {
             let p = pool[previous].block
-            precondition(memcmp(content(p), content(node.block), pageSize) < 0,
+            precondition(compare(content(p), pool[previous].c, n) < 0,
                          "ContentTree: in-order contents not strictly increasing: block \(p) (node \(previous)) is not < block \(node.block) (node \(n))")
         }
         previous = n
@@ -287,7 +312,7 @@ public final class ContentTree {
         var cur = root
         var goLeft = false
         while cur != 0 {
-            let r = memcmp(page, content(pool[cur].block), pageSize)
+            let r = compare(page, c, cur)
             if r == 0 {
                 if stopOnEqual { return (cur, false) }
                 assertionFailure("ContentTree.insert: content of block \(block) is already in the tree (node \(cur))")

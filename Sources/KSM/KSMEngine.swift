@@ -282,6 +282,8 @@ public final class KSMEngine: @unchecked Sendable {
         cursorFile = 0
         cursorPage = 0
         clearUnstableTree()
+        // For the whole pass: pages of different owners stay apart unless they may merge.
+        unstable.orderEqualContentByC = !tunables.mergeAcrossOwners
         clock_gettime(CLOCK_MONOTONIC, &passStart)
         passCPUStart = stats.scannerCPUNanos
         stats.set(.passPagesDone, 0)
@@ -417,7 +419,8 @@ public final class KSMEngine: @unchecked Sendable {
             }
             return
         }
-        // A match in the unstable tree: owners must agree unless merge_across_owners.
+        // A match in the unstable tree: owners agree (the tree keys by owner too) unless the
+        // pass began with merge_across_owners on and it has just been turned off.
         if current.mergeAcrossOwners || unstable.c(node) == owner {
             mergeWithUnstable(f, p, block: b, node: node)
         }

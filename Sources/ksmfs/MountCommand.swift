@@ -17,7 +17,8 @@ let mountOptionsHelp = """
       log=FILE            where a daemonized ksmfs logs (default: syslog)
       pidfile=FILE        write the daemon's pid there
       allow_other, ro, noatime and the usual FUSE mount options
-    As mount(8) calls it: mount -t fuse.ksmfs none /mnt -o size=4g (needs ksmfs in PATH: make install).
+    As mount(8) calls it: mount -t fuse.ksmfs none /mnt -o size=4g (after `make install`: mount.fuse3
+    finds ksmfs only in the shell's default PATH, e.g. /usr/local/bin).
     """
 
 struct MountCommand: ParsableCommand {
@@ -62,6 +63,14 @@ struct MountCommand: ParsableCommand {
         if access("/dev/fuse", F_OK) != 0 { fail("/dev/fuse is missing: load the fuse module (modprobe fuse) or give the container the device") }
         if access("/dev/fuse", R_OK | W_OK) != 0 && getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 {
             fail("permission denied on /dev/fuse and no fusermount3 to mount as a user")
+        }
+
+        if let pidFile = parsed.pidFile {
+            // Checked before mounting: a service manager that relies on it must not get a mount
+            // without one.
+            let fd = open(pidFile, O_WRONLY | O_CREAT, 0o644)
+            if fd < 0 { fail("cannot write pid file \(pidFile): \(String(cString: strerror(errno)))") }
+            close(fd)
         }
 
         var fsOptions = parsed.filesystem

@@ -49,7 +49,7 @@ struct StatusCommand: ParsableCommand {
             if json {
                 screen = "[" + zip(mounts, zip(before, after)).map { Metrics.json($0.0, $0.1.1, $0.1.0, dt) }.joined(separator: ",") + "]\n"
             } else {
-                if watch { screen += "\u{1B}[H\u{1B}[2J" }
+                if watch { screen += isatty(1) != 0 ? "\u{1B}[H\u{1B}[2J" : "\n" }
                 for (m, (b, a)) in zip(mounts, zip(before, after)) { screen += Metrics.screen(m, a, b, dt) + "\n" }
             }
             var bytes = Array(screen.utf8)

@@ -10,7 +10,7 @@ BIN=${KSMFS_BIN:-$HERE/../../.build/release/ksmfs}
 N=${CONTAINERS:-8}
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 
-TMP=$(mktemp -d /tmp/ksmfs-containers.XXXXXX)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}"/ksmfs-containers.XXXXXX)
 MNT=$TMP/mnt
 mkdir "$MNT"
 cleanup() {

@@ -8,7 +8,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${KSMFS_BIN:-$HERE/../../.build/release/ksmfs}
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 
-TMP=$(mktemp -d /tmp/ksmfs-optout.XXXXXX)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}"/ksmfs-optout.XXXXXX)
 MNT=$TMP/mnt
 mkdir "$MNT"
 cleanup() {

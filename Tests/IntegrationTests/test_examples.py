@@ -1,0 +1,119 @@
+# Runs every example under mount-examples/ (ksmfs-only): each <dir>/demo.sh and
+# quickstart.sh must exit 0 within its timeout. The demos check what they show themselves
+# (pages_sharing, RSS, dedup ratio, opt-out counters, ...) and exit non-zero otherwise; here
+# we also check that they print their PASS line and leave no mount and no temp files behind,
+# and that the ksmtuned demo never changes the kernel's own KSM (it only dry-runs there).
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from fsops import REPO_ROOT, ksmfs_bin
+
+pytestmark = pytest.mark.ksmfs_only
+
+EXAMPLES = os.path.join(REPO_ROOT, "mount-examples")
+DEMOS = sorted(d for d in os.listdir(EXAMPLES) if os.path.isfile(os.path.join(EXAMPLES, d, "demo.sh")))
+TIMEOUT_S = 120
+KERNEL_KSM = "/sys/kernel/mm/ksm"
+
+
+def _kernel_ksm_state():
+    if not os.path.isdir(KERNEL_KSM):
+        return None
+    out = {}
+    for name in ("run", "pages_to_scan", "sleep_millisecs"):
+        with open(os.path.join(KERNEL_KSM, name)) as f:
+            out[name] = f.read().strip()
+    return out
+
+
+def _mounts_under(path):
+    with open("/proc/mounts") as f:
+        return [line.split()[1] for line in f
+                if line.split()[1].encode().decode("unicode_escape").startswith(path)]
+
+
+def _run(cmd, tmp_path, check_kernel_ksm=False):
+    """Run an example with TMPDIR=tmp_path; with check_kernel_ksm, the kernel's KSM settings
+    must be the same afterwards (meaningful only while nothing else, such as
+    test_ksm_kernel_diff.py in a parallel run, writes to /sys/kernel/mm/ksm)."""
+    tmp = str(tmp_path)
+    kernel_before = _kernel_ksm_state()
+    # its own process group, so that a timeout also ends the demo's children (workers...)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
+                            start_new_session=True,
+                            env={**os.environ, "KSMFS_BIN": ksmfs_bin(), "TMPDIR": tmp,
+                                 "PYTHONDONTWRITEBYTECODE": "1"})
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+        r = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # the trap unmounts
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        raise AssertionError(f"{cmd[-1]} still running after {TIMEOUT_S}s\n--- stdout ---\n{out}")
+    finally:
+        leaked = _mounts_under(tmp)
+        for path in leaked:  # don't leave a mount behind for the next test
+            subprocess.run(["umount", "-l", path], capture_output=True)
+    assert r.returncode == 0, (f"{' '.join(cmd)} exited {r.returncode}\n--- stdout ---\n{r.stdout}"
+                               f"--- stderr ---\n{r.stderr}")
+    assert not leaked, f"left mounted: {leaked}"
+    if check_kernel_ksm:
+        assert _kernel_ksm_state() == kernel_before, "the kernel's KSM settings changed"
+    return r
+
+
+@pytest.mark.parametrize("demo", DEMOS)
+def test_example_demo_exits_0(demo, tmp_path):
+    r = _run(["bash", os.path.join(EXAMPLES, demo, "demo.sh")], tmp_path,
+             check_kernel_ksm=(demo == "ksmtuned"))  # the only one that looks at the kernel's KSM
+    assert r.stdout.rstrip().splitlines()[-1].startswith("PASS: "), r.stdout
+    assert os.listdir(tmp_path) == [], f"temp files left behind: {os.listdir(tmp_path)}"
+
+
+def test_every_example_has_a_readme_and_is_listed():
+    with open(os.path.join(EXAMPLES, "README.md")) as f:
+        index = f.read()
+    for demo in DEMOS:
+        assert os.path.isfile(os.path.join(EXAMPLES, demo, "README.md")), f"{demo}/README.md missing"
+        assert os.access(os.path.join(EXAMPLES, demo, "demo.sh"), os.X_OK), f"{demo}/demo.sh not executable"
+        assert f"]({demo}/)" in index, f"{demo} not listed in mount-examples/README.md"
+    assert len(DEMOS) >= 6, DEMOS
+
+
+def test_quickstart_exits_0(tmp_path):
+    mnt = tmp_path / "mnt"
+    r = _run(["bash", os.path.join(EXAMPLES, "quickstart.sh"), str(mnt)], tmp_path)
+    assert "mmap read/write ok, b.img unchanged" in r.stdout, r.stdout
+
+
+def test_ksmtuned_rejects_a_directory_without_ksm_files(tmp_path):
+    r = subprocess.run(["bash", os.path.join(EXAMPLES, "ksmtuned", "ksmtuned.sh"), str(tmp_path), "--once"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "not a KSM control directory" in r.stderr, (r.returncode, r.stderr)
+
+
+@pytest.mark.skipif(not os.path.isdir(KERNEL_KSM), reason="no /sys/kernel/mm/ksm")
+def test_ksmtuned_dry_run_on_the_kernel_writes_nothing(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 16777216 kB\nMemAvailable: 1048576 kB\n")  # tight: would start
+    before = _kernel_ksm_state()
+    r = subprocess.run(["bash", os.path.join(EXAMPLES, "ksmtuned", "ksmtuned.sh"), KERNEL_KSM,
+                        "--once", "--dry-run"], capture_output=True, text=True, timeout=10,
+                       env={**os.environ, "KSMTUNED_MEMINFO": str(meminfo)})
+    assert r.returncode == 0, r.stderr
+    assert _kernel_ksm_state() == before
+    want_np = min(1250, max(64, int(before["pages_to_scan"]) + 300))
+    if before["run"] == "0":  # (run=2, an unmerge someone asked for, is left alone)
+        assert f"would write: echo 1 > {KERNEL_KSM}/run" in r.stdout, r.stdout
+    else:
+        assert f"> {KERNEL_KSM}/run" not in r.stdout, r.stdout
+    if str(want_np) != before["pages_to_scan"]:
+        assert f"would write: echo {want_np} > {KERNEL_KSM}/pages_to_scan" in r.stdout, r.stdout
