@@ -232,20 +232,27 @@ public final class KSMEngine: @unchecked Sendable {
     /// Returns the pages handled.
     func scanBatch(limit: Int) -> Int {
         current = tunables
-        var done = 0
+        var done = 0, handled = 0
+        // Counters are added once per file run, not per page (one atomic each).
+        func account() {
+            stats.add(.pagesScanned, Int64(done - accounted))
+            stats.add(.passPagesDone, Int64(handled))
+            accounted = done
+            handled = 0
+        }
+        var accounted = 0
         while done < limit {
             guard let f = cursorFileObject() else { break }
-            guard let (p, outcome) = processNext(f, from: cursorPage) else {
-                advanceFile(f)
-                continue
+            // Stay on this file without the registry lock until it has no more pages.
+            while done < limit, let (p, outcome) = processNext(f, from: cursorPage) {
+                cursorPage = p + 1
+                handled += 1
+                if case .scanned = outcome { done += 1 }
             }
-            cursorPage = p + 1
-            switch outcome {
-            case .scanned: done += 1; stats.add(.pagesScanned, 1)
-            case .skipped, .gone: break
-            }
-            stats.add(.passPagesDone, 1)
+            account()
+            if done < limit { advanceFile(f) }
         }
+        account()
         arena.flush()
         return done
     }

@@ -92,8 +92,8 @@ final class ContentTreeTests: XCTestCase {
 
     // MARK: Scenarios
 
-    func testNodeIs32Bytes() {
-        XCTAssertEqual(MemoryLayout<ContentTree.Node>.stride, 32)
+    func testNodeIs40Bytes() {
+        XCTAssertEqual(MemoryLayout<ContentTree.Node>.stride, 40, "32 bytes of links and payload, 8 of content prefix")
     }
 
     func testEmptyTreeHasNoNodesAndFindsNothing() {
