@@ -29,8 +29,11 @@ public final class KSMStats: @unchecked Sendable {
     public var pagesSharing: Int64 { max(0, load(.stableItems) - load(.pagesShared)) }
     /// Items in the unstable tree.
     public var pagesUnshared: Int64 { load(.unshared) }
+    /// Items as the kernel counts rmap_items: it frees the item of a page mapped to the zero
+    /// page, so items on the zero block are left out of the figures.
+    public var rmapItems: Int64 { max(0, items - zeroPages) }
     /// Items that are none of the above: changed since the last visit, new, or skipped.
-    public var pagesVolatile: Int64 { max(0, items - pagesShared - pagesSharing - pagesUnshared) }
+    public var pagesVolatile: Int64 { max(0, rmapItems - pagesShared - pagesSharing - pagesUnshared) }
     public var zeroPages: Int64 { load(.zeroPages) }
     public var fullScans: Int64 { load(.fullScans) }
     public var pagesScanned: Int64 { load(.pagesScanned) }

@@ -214,7 +214,7 @@ extension KSMEngine {
 
     /// general_profit: pages saved (sharing + zero pages) minus the items' metadata.
     public var generalProfit: Int64 {
-        (stats.pagesSharing + stats.zeroPages) * Int64(BlockArena.pageSize) - stats.items * Int64(KSMEngine.bytesPerItem)
+        (stats.pagesSharing + stats.zeroPages) * Int64(BlockArena.pageSize) - stats.rmapItems * Int64(KSMEngine.bytesPerItem)
     }
 
     /// Pages handled in the current pass, and the pages of mergeable files (the pass's size).

@@ -63,7 +63,7 @@ extension ControlPlane {
         metric("scanner_cpu_seconds_total", "counter", "CPU time used by the scanner thread.",
                String(Double(engine.stats.scannerCPUNanos) / 1e9))
         metric("merged_pages_total", "counter", "Pages merged since mount.", String(engine.stats.mergedTotal))
-        metric("scan_items", "gauge", "Scan items (the kernel's rmap_items).", String(engine.stats.items))
+        metric("scan_items", "gauge", "Scan items (the kernel's rmap_items; items on the zero block excluded, as the kernel frees them).", String(engine.stats.rmapItems))
         metric("scan_item_bytes", "gauge", "Metadata bytes per scan item.", String(KSMEngine.bytesPerItem))
         metric("logical_bytes", "gauge", "Bytes of file data (holes excluded), before merging.",
                String(engine.logicalPages * Int64(BlockArena.pageSize)))

@@ -77,7 +77,7 @@ extension MemoryFileSystem {
         func visit(_ i: Inode, depth: Int) {
             if let f = i.file {
                 let fig = f.ksmFigures
-                items += fig.items; merging += fig.merging; zero += fig.zero
+                items += fig.items - fig.zero; merging += fig.merging; zero += fig.zero   // rmap items as the kernel counts them
                 files += 1
                 if engine.isMergeable(f) { mergeable += 1 }
             } else if let d = i.directory, depth < 64 {

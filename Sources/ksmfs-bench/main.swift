@@ -2,13 +2,14 @@
 //   io       ksmfs vs tmpfs: sequential I/O, mmap reads, small-file metadata (needs root)
 //   engine   the KSM engine alone: pages per scanner CPU-second per phase, vs the kernel's figures
 //   latency  FUSE write latency to unshared pages, scanner idle vs running (needs root)
+//   compare  the kernel's KSM vs ksmfs on the same content: convergence, CPU, counters, memory (needs root)
 import ArgumentParser
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ksmfs-bench",
         abstract: "Benchmarks for ksmfs, printed as ratios measured in one run.",
-        subcommands: [IO.self, Engine.self, Latency.self])
+        subcommands: [IO.self, Engine.self, Latency.self, Compare.self, AnonHold.self])
 
     struct IO: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "ksmfs vs tmpfs: sequential I/O, mmap, small files.")
