@@ -107,9 +107,17 @@ public final class KSMEngine: @unchecked Sendable {
         kick()
     }
 
-    /// The file is gone; the scanner drops it when the cursor reaches it.
+    /// The file is gone: it leaves the scan list at once (so deleted files cost nothing even
+    /// while the scanner is stopped); a scanner working on it sees it dead and moves on.
     public func unregister(_ file: MergeableFile) {
         file.lock.withExclusive { file.dead = true }
+        registryLock.withLock {
+            if let i = files.firstIndex(where: { $0 === file }) {
+                files.remove(at: i)
+                if i < cursorFile { cursorFile -= 1 }
+            }
+            if file.scanID != 0 { idTable[file.scanID] = nil }
+        }
         if trace.enabled { trace.emit("ksm_exit", "ino=\(file.ino)") }
     }
 
@@ -465,9 +473,22 @@ public final class KSMEngine: @unchecked Sendable {
 
     /// A small stable id for a file while it is registered (its position is not stable, so
     /// use the object's address, cut to 32 bits, verified on use).
+    /// (The table is guarded by `registryLock`: files leave it when they are deleted.)
     @inline(__always) private func fileID(_ f: MergeableFile) -> UInt32 {
-        if f.scanID == 0 { f.scanID = nextScanID; nextScanID &+= 1; if nextScanID == 0 { nextScanID = 1 } ; idTable[f.scanID] = Unmanaged.passUnretained(f) }
-        return f.scanID
+        if f.scanID != 0 { return f.scanID }
+        return registryLock.withLock {
+            if f.dead { return 0 }
+            f.scanID = nextScanID
+            nextScanID &+= 1
+            if nextScanID == 0 { nextScanID = 1 }
+            idTable[f.scanID] = Unmanaged.passUnretained(f)
+            return f.scanID
+        }
+    }
+
+    /// The live file with scanner id `id`, retained for the caller.
+    private func file(withID id: UInt32) -> MergeableFile? {
+        registryLock.withLock { idTable[id]?.takeUnretainedValue() }
     }
     private var nextScanID: UInt32 = 1
     private var idTable: [UInt32: Unmanaged<MergeableFile>] = [:]
@@ -518,7 +539,7 @@ public final class KSMEngine: @unchecked Sendable {
         let otherPage = Int(unstable.b(node))
         let owner = unstable.c(node)
         unstable.remove(node)          // the tree's reference on c passes to the stable tree
-        if trace.enabled { trace.emit("ksm_merge_one_page", "kpfn=\(c) ino=\(f.ino) page=\(p) tree_ino=\(idTable[otherID]?.takeUnretainedValue().ino ?? 0) tree_page=\(otherPage) err=0") }
+        if trace.enabled { trace.emit("ksm_merge_one_page", "kpfn=\(c) ino=\(f.ino) page=\(p) tree_ino=\(file(withID: otherID)?.ino ?? 0) tree_page=\(otherPage) err=0") }
         let s = insertStable(c, owner: owner)
         var attached = 0
         f.lock.withExclusive {
@@ -529,7 +550,7 @@ public final class KSMEngine: @unchecked Sendable {
             attach(f, it, c)
             attached += 1
         }
-        if let other = idTable[otherID]?.takeUnretainedValue() {
+        if let other = file(withID: otherID) {
             other.lock.withExclusive {
                 guard let it = other.pages.existingItem(otherPage), it.pointee.state == .unstable,
                       it.pointee.node == node, it.pointee.seq == seq else { return }

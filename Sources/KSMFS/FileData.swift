@@ -33,7 +33,10 @@ extension MemoryFileSystem {
         }
         if inode.isDirectory && accmode != O_RDONLY { return .failure(.isdir) }
         if accmode != O_RDONLY && options.readOnly { return .failure(.rofs) }
-        if flags & O_TRUNC != 0, accmode != O_RDONLY, let f = inode.file {
+        // O_TRUNC truncates whatever the access mode (O_RDONLY|O_TRUNC too, as on Linux: the
+        // kernel has already checked write permission).
+        if flags & O_TRUNC != 0, let f = inode.file {
+            if options.readOnly { return .failure(.rofs) }
             do { try f.truncate(to: 0) } catch { return .failure(MemoryFileSystem.errno(error)) }
             inode.touch(m: true, c: true)
             if r.uid != 0 { inode.dropSuidSgid() }

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from fsops import PAGE, errname, run_as
+from fsops import errname, run_as
 
 pytestmark = pytest.mark.ksmfs_only
 
