@@ -100,9 +100,14 @@ public final class KSMEngine: @unchecked Sendable {
         file.lock.withExclusive { file._mergeable = mergeable }
         if trace.enabled { trace.emit("ksm_enter", "ino=\(file.ino)") }
         registryLock.withLock {
-            let at = min(cursorFile, files.count)
-            files.insert(file, at: at)
-            if passActive || at < cursorFile { cursorFile += 1 }
+            // Just behind the cursor, as the kernel's list_add_tail before ksm_scan.mm_slot: with
+            // no pass under way the cursor is at the head, and behind it is the tail (O(1)).
+            if !passActive {
+                files.append(file)
+            } else {
+                files.insert(file, at: min(cursorFile, files.count))
+                cursorFile += 1
+            }
         }
         kick()
     }
