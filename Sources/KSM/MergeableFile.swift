@@ -146,14 +146,18 @@ public final class MergeableFile: @unchecked Sendable {
             body(&dummy, &used)
             return
         }
-        let fresh = UnsafeMutablePointer<UInt32>.allocate(capacity: need)
-        defer { fresh.deallocate() }
-        do { try arena.allocate(need, into: fresh) } catch { throw .noSpace }
-        if need >= 16 { arena.populate(fresh, count: need) }
-        var used = 0
-        body(fresh, &used)
-        precondition(used <= need, "write used more fresh blocks than counted")
-        for i in used..<need { arena.release(fresh[i]) }
+        // The block list lives on the stack (a 1 MiB write needs 256 ids): no heap per write.
+        let ok = withUnsafeTemporaryAllocation(of: UInt32.self, capacity: need) { buf -> Bool in
+            let fresh = buf.baseAddress!
+            do { try arena.allocate(need, into: fresh) } catch { return false }
+            if need >= 16 { arena.populate(fresh, count: need) }
+            var used = 0
+            body(fresh, &used)
+            precondition(used <= need, "write used more fresh blocks than counted")
+            for i in used..<need { arena.release(fresh[i]) }
+            return true
+        }
+        if !ok { throw .noSpace }
         arena.flush()
     }
 

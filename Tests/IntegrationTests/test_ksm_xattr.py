@@ -12,95 +12,15 @@ import time
 import pytest
 
 from fsops import PAGE, raises_errno, read_cold, write_file
+from ksmops import (SCAN_ITEM_BYTES, NUMBERS, kpath, kget, kset, counters, start, _wait, wait_passes, snapshot, settle)
 
 pytestmark = pytest.mark.ksmfs_only
 
-SCAN_ITEM_BYTES = 16
 FIGURES = ["ksm_rmap_items", "ksm_zero_pages", "ksm_merging_pages", "ksm_process_profit",
            "ksm_merge_any", "ksm_mergeable"]
 SUMMED = ["ksm_rmap_items", "ksm_zero_pages", "ksm_merging_pages", "ksm_process_profit"]
-NUMBERS = ["full_scans", "general_profit", "ksm_zero_pages", "pages_shared", "pages_sharing",
-           "pages_unshared", "pages_volatile", "stable_node_chains", "stable_node_dups", "cow_ksm"]
-
 
 # ---------------------------------------------------------------- helpers
-
-def kpath(m, name):
-    return os.path.join(m.path, "ksm", name)
-
-
-def kget(m, name):
-    with open(kpath(m, name)) as f:
-        return f.read()
-
-
-def kset(m, name, value):
-    fd = os.open(kpath(m, name), os.O_WRONLY)
-    try:
-        data = f"{value}\n".encode()
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
-def counters(m):
-    return {n: int(kget(m, n)) for n in NUMBERS}
-
-
-def start(m, **tunables):
-    kset(m, "pages_to_scan", 10000)
-    kset(m, "sleep_millisecs", 0)
-    for name, value in tunables.items():
-        kset(m, name, value)
-    kset(m, "run", 1)
-
-
-def _wait(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(0.05)
-
-
-def wait_passes(m, n, timeout=30.0):
-    target = int(kget(m, "full_scans")) + n
-    assert _wait(lambda: int(kget(m, "full_scans")) >= target, timeout), \
-        f"the scanner did not complete {n} passes in {timeout}s: {counters(m)}"
-
-
-def snapshot(m):
-    """All counters at one instant. Each is a separate file read, so while the scanner runs a
-    pass can fall between two reads; run=0 waits for the current batch and freezes them."""
-    running = kget(m, "run") == "1\n"
-    if running:
-        kset(m, "run", 0)
-    c = counters(m)
-    if running:
-        kset(m, "run", 1)
-    return c
-
-
-def settle(m, timeout=30.0, **want):
-    """Wait until every counter named in `want` has that value, then check, on a frozen
-    snapshot two full passes later, that it still has it (stable, not passing through).
-    Returns that snapshot."""
-    last = {}
-
-    def ok():
-        last.update(counters(m))
-        return all(last[k] == v for k, v in want.items())
-
-    m.assert_alive()
-    if not _wait(ok, timeout):
-        raise AssertionError(f"counters did not reach {want} in {timeout}s; last "
-                             f"{ {k: last[k] for k in want} } (all: {last})")
-    wait_passes(m, 2)
-    now = snapshot(m)
-    assert {k: now[k] for k in want} == want, f"not stable: {want} became {now}"
-    return now
-
 
 def mergeable(path):
     return os.getxattr(path, "user.ksm.mergeable")

@@ -1,28 +1,10 @@
 // ContentTree specification: red-black rules, content order, node-id recycling and payloads,
 // checked after every operation against a small arena whose page contents the tests control.
 // Pages share almost all bytes, so memcmp must read deep: many differ only in their last byte.
-// Randomized runs use a seeded SplitMix64 and are reproducible.
+// Randomized runs use the seeded TestRandom (TestSupport.swift) and are reproducible.
 
 import XCTest
 @testable import KSM
-
-/// Deterministic PRNG (SplitMix64), so a failing seed can be replayed.
-private struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-    mutating func shuffle(_ a: inout [Int]) {
-        var i = a.count - 1
-        while i > 0 { a.swapAt(i, below(i + 1)); i -= 1 }
-    }
-}
 
 /// 4096 pages of 4 KiB. Page content encodes a 16-bit key: byte 0 = key >> 8, byte 4095 =
 /// key & 0xFF, every other byte 0xA5, so content order equals key order. Blocks 0 ..< 4000
@@ -135,7 +117,7 @@ final class ContentTreeTests: XCTestCase {
     }
 
     func testInserting4000RandomContentsThenRemovingInRandomOrderKeepsInvariants() {
-        var rng = SplitMix64(seed: 42)
+        var rng = TestRandom(seed: 42)
         let tree = arena.makeTree()
         var blocks = Array(0 ..< TestArena.distinct)
         rng.shuffle(&blocks)
@@ -151,7 +133,7 @@ final class ContentTreeTests: XCTestCase {
     }
 
     func testPlainInsertOrdersLikeFindOrInsert() {
-        var rng = SplitMix64(seed: 7)
+        var rng = TestRandom(seed: 7)
         let tree = arena.makeTree()
         var blocks = Array(0 ..< TestArena.distinct)
         rng.shuffle(&blocks)
@@ -201,7 +183,7 @@ final class ContentTreeTests: XCTestCase {
     }
 
     func testSearchFindsEveryInsertedContentAndNoneOfTheRemoved() {
-        var rng = SplitMix64(seed: 3)
+        var rng = TestRandom(seed: 3)
         let tree = arena.makeTree()
         var blocks = Array(0 ..< TestArena.distinct)
         rng.shuffle(&blocks)
@@ -229,7 +211,7 @@ final class ContentTreeTests: XCTestCase {
 
     func testRandomMixOf100000InsertsAndRemovesMatchesSetModel() {
         let seed: UInt64 = 0x6B73_6D66_73   // "ksmfs"
-        var rng = SplitMix64(seed: seed)
+        var rng = TestRandom(seed: seed)
         let tree = arena.makeTree()
         var model = Set<Int>()                       // keys (contents) in the tree
         var nodeOf = [UInt32](repeating: 0, count: TestArena.distinct)
@@ -276,7 +258,7 @@ final class ContentTreeTests: XCTestCase {
         for block in 0 ..< 1000 { XCTAssertEqual(tree.search(arena.page(block)), 0) }
         XCTAssertFalse(tree.isLive(1))
 
-        var rng = SplitMix64(seed: 11)
+        var rng = TestRandom(seed: 11)
         var blocks = Array(0 ..< TestArena.distinct)
         rng.shuffle(&blocks)
         let nodeOf = insertAll(Array(blocks.prefix(1000)), into: tree)
@@ -286,7 +268,7 @@ final class ContentTreeTests: XCTestCase {
     }
 
     func testNodeIDsAreRecycledSoPoolDoesNotGrowPastPeakLiveCount() {
-        var rng = SplitMix64(seed: 99)
+        var rng = TestRandom(seed: 99)
         let tree = arena.makeTree(initialCapacity: 2)
         var live: [Int] = []                          // blocks in the tree
         var nodeOf = [UInt32](repeating: 0, count: TestArena.distinct)
@@ -312,7 +294,7 @@ final class ContentTreeTests: XCTestCase {
     }
 
     func testPayloadWordsSurviveRotations() {
-        var rng = SplitMix64(seed: 2024)
+        var rng = TestRandom(seed: 2024)
         let tree = arena.makeTree()
         var nodeOf = [UInt32](repeating: 0, count: TestArena.distinct)
         for step in 0 ..< 30_000 {
@@ -350,7 +332,7 @@ final class ContentTreeTests: XCTestCase {
 }
 
 private extension Array where Element == Int {
-    mutating func swapRemoveRandom(_ rng: inout SplitMix64) -> Int {
+    mutating func swapRemoveRandom(_ rng: inout TestRandom) -> Int {
         let i = rng.below(count)
         swapAt(i, count - 1)
         return removeLast()

@@ -14,6 +14,10 @@ struct TestRandom {
         return z ^ (z >> 31)
     }
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    mutating func shuffle(_ a: inout [Int]) {
+        var i = a.count - 1
+        while i > 0 { a.swapAt(i, below(i + 1)); i -= 1 }
+    }
 }
 
 /// A 4 KiB page whose bytes are all derived from `tag` (distinct tags, distinct pages).
