@@ -43,7 +43,8 @@ public final class KSMEngine: @unchecked Sendable {
     let stable: ContentTree
     let unstable: ContentTree
     var dups = DupPool()
-    private var zeroChecksum: UInt32 = 0
+    /// Pages hashed by the volatility rule (scanner-owned; for tests).
+    var checksumsComputed = 0
     private var removalBuffer: [UInt32] = []
     var current = Tunables()
     private let epoch: timespec
@@ -60,7 +61,6 @@ public final class KSMEngine: @unchecked Sendable {
         self.arena = arena
         stable = ContentTree(arenaBase: UnsafeRawPointer(arena.base))
         unstable = ContentTree(arenaBase: UnsafeRawPointer(arena.base))
-        zeroChecksum = UInt32(truncatingIfNeeded: ksm_xxh64(BlockArena.zeroPage, BlockArena.pageSize, 0))
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         epoch = now
@@ -367,8 +367,9 @@ public final class KSMEngine: @unchecked Sendable {
             return (p, .gone)               // the zero block: already as merged as it gets
         }
         let it = f.pages.item(p)
-        if it.pointee.state == .absent {
-            it.pointee.state = .visited
+        let firstVisit = it.pointee.state == .absent
+        if firstVisit {
+            it.pointee.rawState = ScanItem.State.visited.rawValue   // unchanged, not hashed
             it.pointee.age = 0
             it.pointee.skip = 0
             f.itemCount += 1
@@ -391,10 +392,9 @@ public final class KSMEngine: @unchecked Sendable {
             let page = UnsafeRawPointer(arena.pointer(b))
             stableBlock = searchStable(page, owner: owner).block
             if stableBlock == 0 {
-                let checksum = UInt32(truncatingIfNeeded: ksm_xxh64(page, BlockArena.pageSize, 0))
-                if checksum != it.pointee.checksum {
-                    it.pointee.checksum = checksum  // volatile this pass
-                } else if current.useZeroPages && checksum == zeroChecksum && ksm_is_zero(page, BlockArena.pageSize) != 0 {
+                if isVolatile(it, page, firstVisit: firstVisit) {
+                    // changed since the last visit: not in the unstable tree this pass
+                } else if current.useZeroPages && ksm_is_zero(page, BlockArena.pageSize) != 0 {
                     zeroCandidate = true
                 } else {
                     arena.retain(b)                 // the unstable tree's reference: b is now copy-on-write
@@ -416,6 +416,26 @@ public final class KSMEngine: @unchecked Sendable {
             unstableStep(f, p, block: b, owner: owner)
         }
         return (p, outcome)
+    }
+
+    /// The two-visit volatility rule of cmp_and_merge_page: a page whose checksum differs from
+    /// the one of its last visit is volatile and stays out of the unstable tree this pass.
+    /// The kernel hashes every page it reaches here to learn that; a filesystem sees every
+    /// write, so only pages whose bytes changed since then are hashed (the write path flags
+    /// them, an identical rewrite does not): an unchanged page has the same checksum by
+    /// definition. A first visit is volatile whatever the page holds, as the kernel's new item
+    /// (checksum 0) makes it. The one difference: a page changed and changed back between two
+    /// visits, never hashed before, waits one more pass than on the kernel.
+    @inline(__always) private func isVolatile(_ it: UnsafeMutablePointer<ScanItem>, _ page: UnsafeRawPointer, firstVisit: Bool) -> Bool {
+        if firstVisit { return true }
+        if !it.pointee.changed { return false }
+        checksumsComputed &+= 1
+        let checksum = UInt32(truncatingIfNeeded: ksm_xxh64(page, BlockArena.pageSize, 0))
+        let same = it.pointee.hashed && checksum == it.pointee.checksum
+        it.pointee.checksum = checksum
+        it.pointee.hashed = true
+        it.pointee.changed = false
+        return !same
     }
 
     /// Searches the unstable tree with frozen block `b` of page `p`: inserts it, or merges

@@ -130,12 +130,28 @@ public final class MergeableFile: @unchecked Sendable {
             for p in first...last {
                 let inPage = Int(pos & 4095)
                 let n = min(4096 - inPage, count - done)
+                if unchangedRewrite(p, src + done, at: inPage, count: n) {
+                    done += n
+                    pos += Int64(n)
+                    continue
+                }
                 let dst = writablePage(p, fullOverwrite: n == 4096, fresh: fresh, used: &used)
                 (dst + inPage).copyMemory(from: src + done, byteCount: n)
                 done += n
                 pos += Int64(n)
             }
         }
+    }
+
+    /// Whether writing `n` bytes at `inPage` of page `p` would leave its bytes as they are,
+    /// for a page the scanner has visited and that has not changed since (so it keeps its
+    /// "unchanged" standing with the scanner, as an identical rewrite keeps the kernel's
+    /// checksum). Such a write is skipped: no copy, and no copy-on-write of a block the
+    /// unstable tree holds. A merged page still breaks sharing on write, as on the kernel.
+    @inline(__always) private func unchangedRewrite(_ p: Int, _ src: UnsafeRawPointer, at inPage: Int, count n: Int) -> Bool {
+        guard let it = pages.existingItem(p), !it.pointee.changed, it.pointee.state != .stable else { return false }
+        let b = pages.block(p)
+        return b >= 2 && memcmp(arena.pointer(b) + inPage, src, n) == 0
     }
 
     /// Allocates `need` blocks, runs `body`, and gives back whatever it did not use.
@@ -163,6 +179,7 @@ public final class MergeableFile: @unchecked Sendable {
 
     /// Makes page `p` privately writable and returns its address (copy-on-write if shared).
     private func writablePage(_ p: Int, fullOverwrite: Bool, fresh: UnsafeMutablePointer<UInt32>, used: inout Int) -> UnsafeMutableRawPointer {
+        pages.existingItem(p)?.pointee.changed = true     // the scanner re-hashes it
         let b = pages.block(p)
         if b >= 2 && arena.refcount(b) == 1 { return arena.pointer(b) }
         let nb = fresh[used]

@@ -17,16 +17,35 @@ public struct ScanItem {
         /// Points at the zero block (use_zero_pages).
         case zero = 4
     }
+    /// XXH64 (low 32 bits) of the page's bytes at the scanner's last checksum step, valid
+    /// when `hashed`.
     public var checksum: UInt32 = 0
     public var node: UInt32 = 0
+    /// The state in the low bits, `changedFlag` and `hashedFlag` above it.
     public var rawState: UInt8 = 0
     public var age: UInt8 = 0
     public var skip: UInt8 = 0
     public var seq: UInt8 = 0
 
+    static let stateMask: UInt8 = 0x07
+    /// The page's bytes changed since the scanner's last checksum step (set by the write path).
+    static let changedFlag: UInt8 = 0x40
+    /// `checksum` holds the hash of the bytes at that step.
+    static let hashedFlag: UInt8 = 0x80
+
     @inline(__always) public var state: State {
-        get { State(rawValue: rawState) ?? .absent }
-        set { rawState = newValue.rawValue }
+        get { State(rawValue: rawState & ScanItem.stateMask) ?? .absent }
+        set { rawState = (rawState & ~ScanItem.stateMask) | newValue.rawValue }
+    }
+
+    @inline(__always) public var changed: Bool {
+        get { rawState & ScanItem.changedFlag != 0 }
+        set { rawState = newValue ? rawState | ScanItem.changedFlag : rawState & ~ScanItem.changedFlag }
+    }
+
+    @inline(__always) public var hashed: Bool {
+        get { rawState & ScanItem.hashedFlag != 0 }
+        set { rawState = newValue ? rawState | ScanItem.hashedFlag : rawState & ~ScanItem.hashedFlag }
     }
 }
 

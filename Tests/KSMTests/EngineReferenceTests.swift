@@ -76,6 +76,64 @@ final class EngineReferenceTests: XCTestCase {
         XCTAssertEqual(h.engine.stats.pagesSharing, 3, "the stable block takes the rest in the same pass")
     }
 
+    func testAPageChangedBetweenVisitsWaitsOnePassAsOnTheKernel() {
+        let h = EngineHarness()
+        let a = h.newFile(), b = h.newFile()
+        h.write(a, page: 0, page(1)); h.write(b, page: 0, page(2))
+        h.engine.scanPasses(1)
+        h.write(a, page: 0, page(2))            // a now equals b, but changed since its visit
+        h.engine.scanPasses(1)
+        XCTAssertEqual(h.engine.stats.pagesSharing, 0, "a changed page is volatile for one pass")
+        h.engine.scanPasses(1)
+        XCTAssertEqual(h.engine.stats.pagesSharing, 1)
+        XCTAssertEqual(h.read(a, page: 0), page(2))
+        h.engine.checkInvariants()
+    }
+
+    func testAnIdenticalRewriteLeavesThePageSettled() {
+        let h = EngineHarness()
+        let a = h.newFile(), b = h.newFile()
+        h.write(a, page: 0, page(7)); h.write(b, page: 0, page(7))
+        h.engine.scanPasses(1)
+        h.write(a, page: 0, page(7)); h.write(b, page: 0, page(7))   // same bytes: same checksum
+        h.engine.scanPasses(1)
+        XCTAssertEqual(h.engine.stats.pagesSharing, 1)
+        XCTAssertEqual(h.engine.checksumsComputed, 0, "nothing changed, so nothing was hashed")
+        h.engine.checkInvariants()
+    }
+
+    func testAPageChangedAndChangedBackSinceItsLastChecksumIsNotVolatile() {
+        let h = EngineHarness()
+        let a = h.newFile(), c = h.newFile()
+        h.write(a, page: 0, page(1)); h.write(c, page: 0, page(3))
+        h.engine.scanPasses(1)
+        h.write(a, page: 0, page(3))
+        h.engine.scanPasses(1)                  // a is hashed (volatile), c waits in the unstable tree
+        XCTAssertEqual(h.engine.checksumsComputed, 1)
+        XCTAssertEqual(h.engine.stats.pagesSharing, 0)
+        h.write(a, page: 0, page(4)); h.write(a, page: 0, page(3))
+        h.engine.scanPasses(1)                  // same checksum as at its last visit: it merges
+        XCTAssertEqual(h.engine.checksumsComputed, 2)
+        XCTAssertEqual(h.engine.stats.pagesSharing, 1)
+        h.engine.checkInvariants()
+    }
+
+    func testSettledPagesAreNeverHashedAgain() {
+        let h = EngineHarness()
+        let f = h.newFile()
+        for i in 0..<64 { h.write(f, page: i, page(UInt64(i % 8 == 0 ? 1000 + i : i % 4))) }
+        h.converge()
+        let sharing = h.engine.stats.pagesSharing
+        XCTAssertGreaterThan(sharing, 0)
+        h.engine.scanPasses(5)
+        XCTAssertEqual(h.engine.checksumsComputed, 0)
+        h.write(f, page: 0, page(77))           // a unique page changes
+        h.engine.scanPasses(1)
+        XCTAssertEqual(h.engine.checksumsComputed, 1, "only the changed page is hashed")
+        XCTAssertEqual(h.engine.stats.pagesSharing, sharing)
+        h.engine.checkInvariants()
+    }
+
     func testCopyOnWriteIsolatesFilesAndCountsAtOnce() {
         let h = EngineHarness()
         let a = h.newFile(), b = h.newFile()
