@@ -113,20 +113,20 @@ public protocol FileSystem: AnyObject {
     func connectionSettings() -> ConnectionSettings
     func destroy()
 
-    func lookup(_ r: Request, parent: UInt64, name: String) -> Result<Entry, Errno>
+    func lookup(_ r: Request, parent: UInt64, name: Name) -> Result<Entry, Errno>
     func forget(ino: UInt64, lookups: UInt64)
     func getattr(_ r: Request, ino: UInt64) -> Result<stat, Errno>
     func setattr(_ r: Request, ino: UInt64, _ change: SetAttributes) -> Result<stat, Errno>
-    func readlink(_ r: Request, ino: UInt64) -> Result<String, Errno>
-    func mknod(_ r: Request, parent: UInt64, name: String, mode: mode_t, rdev: dev_t) -> Result<Entry, Errno>
-    func mkdir(_ r: Request, parent: UInt64, name: String, mode: mode_t) -> Result<Entry, Errno>
-    func unlink(_ r: Request, parent: UInt64, name: String) -> Errno?
-    func rmdir(_ r: Request, parent: UInt64, name: String) -> Errno?
-    func symlink(_ r: Request, target: String, parent: UInt64, name: String) -> Result<Entry, Errno>
-    func rename(_ r: Request, parent: UInt64, name: String, newParent: UInt64, newName: String, flags: UInt32) -> Errno?
-    func link(_ r: Request, ino: UInt64, newParent: UInt64, newName: String) -> Result<Entry, Errno>
+    func readlink(_ r: Request, ino: UInt64) -> Result<Name, Errno>
+    func mknod(_ r: Request, parent: UInt64, name: Name, mode: mode_t, rdev: dev_t) -> Result<Entry, Errno>
+    func mkdir(_ r: Request, parent: UInt64, name: Name, mode: mode_t) -> Result<Entry, Errno>
+    func unlink(_ r: Request, parent: UInt64, name: Name) -> Errno?
+    func rmdir(_ r: Request, parent: UInt64, name: Name) -> Errno?
+    func symlink(_ r: Request, target: Name, parent: UInt64, name: Name) -> Result<Entry, Errno>
+    func rename(_ r: Request, parent: UInt64, name: Name, newParent: UInt64, newName: Name, flags: UInt32) -> Errno?
+    func link(_ r: Request, ino: UInt64, newParent: UInt64, newName: Name) -> Result<Entry, Errno>
     func open(_ r: Request, ino: UInt64, flags: Int32) -> Result<OpenReply, Errno>
-    func create(_ r: Request, parent: UInt64, name: String, mode: mode_t, flags: Int32) -> Result<(Entry, OpenReply), Errno>
+    func create(_ r: Request, parent: UInt64, name: Name, mode: mode_t, flags: Int32) -> Result<(Entry, OpenReply), Errno>
     func read(_ r: Request, ino: UInt64, size: Int, offset: Int64, handle: UInt64, reply: consuming ReadReply)
     func write(_ r: Request, ino: UInt64, data: UnsafeRawBufferPointer, offset: Int64, handle: UInt64, flags: Int32, writepage: Bool) -> Result<Int, Errno>
     func flush(_ r: Request, ino: UInt64, handle: UInt64) -> Errno?
@@ -137,10 +137,10 @@ public protocol FileSystem: AnyObject {
     func releasedir(_ r: Request, ino: UInt64, handle: UInt64) -> Errno?
     func fsyncdir(_ r: Request, ino: UInt64, dataOnly: Bool, handle: UInt64) -> Errno?
     func statfs(_ r: Request, ino: UInt64) -> Result<statvfs, Errno>
-    func setxattr(_ r: Request, ino: UInt64, name: String, value: UnsafeRawBufferPointer, flags: Int32) -> Errno?
-    func getxattr(_ r: Request, ino: UInt64, name: String, size: Int) -> Result<XattrReply, Errno>
+    func setxattr(_ r: Request, ino: UInt64, name: Name, value: UnsafeRawBufferPointer, flags: Int32) -> Errno?
+    func getxattr(_ r: Request, ino: UInt64, name: Name, size: Int) -> Result<XattrReply, Errno>
     func listxattr(_ r: Request, ino: UInt64, size: Int) -> Result<XattrReply, Errno>
-    func removexattr(_ r: Request, ino: UInt64, name: String) -> Errno?
+    func removexattr(_ r: Request, ino: UInt64, name: Name) -> Errno?
     func access(_ r: Request, ino: UInt64, mask: Int32) -> Errno?
     func fallocate(_ r: Request, ino: UInt64, mode: Int32, offset: Int64, length: Int64, handle: UInt64) -> Errno?
     func lseek(_ r: Request, ino: UInt64, offset: Int64, whence: Int32, handle: UInt64) -> Result<Int64, Errno>
@@ -159,25 +159,25 @@ extension FileSystem {
     public func destroy() {}
     public func forget(ino: UInt64, lookups: UInt64) {}
     public func setattr(_ r: Request, ino: UInt64, _ change: SetAttributes) -> Result<stat, Errno> { .failure(.nosys) }
-    public func readlink(_ r: Request, ino: UInt64) -> Result<String, Errno> { .failure(.nosys) }
-    public func mknod(_ r: Request, parent: UInt64, name: String, mode: mode_t, rdev: dev_t) -> Result<Entry, Errno> { .failure(.nosys) }
-    public func mkdir(_ r: Request, parent: UInt64, name: String, mode: mode_t) -> Result<Entry, Errno> { .failure(.nosys) }
-    public func unlink(_ r: Request, parent: UInt64, name: String) -> Errno? { .nosys }
-    public func rmdir(_ r: Request, parent: UInt64, name: String) -> Errno? { .nosys }
-    public func symlink(_ r: Request, target: String, parent: UInt64, name: String) -> Result<Entry, Errno> { .failure(.nosys) }
-    public func rename(_ r: Request, parent: UInt64, name: String, newParent: UInt64, newName: String, flags: UInt32) -> Errno? { .nosys }
-    public func link(_ r: Request, ino: UInt64, newParent: UInt64, newName: String) -> Result<Entry, Errno> { .failure(.nosys) }
-    public func create(_ r: Request, parent: UInt64, name: String, mode: mode_t, flags: Int32) -> Result<(Entry, OpenReply), Errno> { .failure(.nosys) }
+    public func readlink(_ r: Request, ino: UInt64) -> Result<Name, Errno> { .failure(.nosys) }
+    public func mknod(_ r: Request, parent: UInt64, name: Name, mode: mode_t, rdev: dev_t) -> Result<Entry, Errno> { .failure(.nosys) }
+    public func mkdir(_ r: Request, parent: UInt64, name: Name, mode: mode_t) -> Result<Entry, Errno> { .failure(.nosys) }
+    public func unlink(_ r: Request, parent: UInt64, name: Name) -> Errno? { .nosys }
+    public func rmdir(_ r: Request, parent: UInt64, name: Name) -> Errno? { .nosys }
+    public func symlink(_ r: Request, target: Name, parent: UInt64, name: Name) -> Result<Entry, Errno> { .failure(.nosys) }
+    public func rename(_ r: Request, parent: UInt64, name: Name, newParent: UInt64, newName: Name, flags: UInt32) -> Errno? { .nosys }
+    public func link(_ r: Request, ino: UInt64, newParent: UInt64, newName: Name) -> Result<Entry, Errno> { .failure(.nosys) }
+    public func create(_ r: Request, parent: UInt64, name: Name, mode: mode_t, flags: Int32) -> Result<(Entry, OpenReply), Errno> { .failure(.nosys) }
     public func flush(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? { nil }
     public func release(_ r: Request, ino: UInt64, handle: UInt64, flags: Int32) -> Errno? { nil }
     public func fsync(_ r: Request, ino: UInt64, dataOnly: Bool, handle: UInt64) -> Errno? { nil }
     public func opendir(_ r: Request, ino: UInt64, flags: Int32) -> Result<OpenReply, Errno> { .success(OpenReply()) }
     public func releasedir(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? { nil }
     public func fsyncdir(_ r: Request, ino: UInt64, dataOnly: Bool, handle: UInt64) -> Errno? { nil }
-    public func setxattr(_ r: Request, ino: UInt64, name: String, value: UnsafeRawBufferPointer, flags: Int32) -> Errno? { .nosys }
-    public func getxattr(_ r: Request, ino: UInt64, name: String, size: Int) -> Result<XattrReply, Errno> { .failure(.nosys) }
+    public func setxattr(_ r: Request, ino: UInt64, name: Name, value: UnsafeRawBufferPointer, flags: Int32) -> Errno? { .nosys }
+    public func getxattr(_ r: Request, ino: UInt64, name: Name, size: Int) -> Result<XattrReply, Errno> { .failure(.nosys) }
     public func listxattr(_ r: Request, ino: UInt64, size: Int) -> Result<XattrReply, Errno> { .failure(.nosys) }
-    public func removexattr(_ r: Request, ino: UInt64, name: String) -> Errno? { .nosys }
+    public func removexattr(_ r: Request, ino: UInt64, name: Name) -> Errno? { .nosys }
     public func access(_ r: Request, ino: UInt64, mask: Int32) -> Errno? { nil }
     public func fallocate(_ r: Request, ino: UInt64, mode: Int32, offset: Int64, length: Int64, handle: UInt64) -> Errno? { .nosys }
     public func lseek(_ r: Request, ino: UInt64, offset: Int64, whence: Int32, handle: UInt64) -> Result<Int64, Errno> { .failure(.nosys) }

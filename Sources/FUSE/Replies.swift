@@ -51,7 +51,7 @@ public struct DirectoryBuffer {
     }
 
     /// Adds one entry whose next offset is `nextOffset`; returns false when it does not fit.
-    public mutating func add(name: String, ino: UInt64, mode: mode_t, nextOffset: Int64) -> Bool {
+    public mutating func add(name: Name, ino: UInt64, mode: mode_t, nextOffset: Int64) -> Bool {
         var st = stat()
         st.st_ino = UInt(ino)
         st.st_mode = mode

@@ -74,7 +74,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         Unmanaged<SessionBox>.fromOpaque(userdata).takeUnretainedValue().fs.destroy()
     }
     ops.lookup = { req, parent, name in
-        replyEntry(req, fs(req).lookup(Request(req!), parent: UInt64(parent), name: String(cString: name!)))
+        replyEntry(req, fs(req).lookup(Request(req!), parent: UInt64(parent), name: Name(cString: name!)))
     }
     ops.forget = { req, ino, n in
         fs(req).forget(ino: UInt64(ino), lookups: n)
@@ -108,26 +108,26 @@ func makeOperations() -> fuse_lowlevel_ops {
         }
     }
     ops.mknod = { req, parent, name, mode, rdev in
-        replyEntry(req, fs(req).mknod(Request(req!), parent: UInt64(parent), name: String(cString: name!), mode: mode, rdev: rdev))
+        replyEntry(req, fs(req).mknod(Request(req!), parent: UInt64(parent), name: Name(cString: name!), mode: mode, rdev: rdev))
     }
     ops.mkdir = { req, parent, name, mode in
-        replyEntry(req, fs(req).mkdir(Request(req!), parent: UInt64(parent), name: String(cString: name!), mode: mode))
+        replyEntry(req, fs(req).mkdir(Request(req!), parent: UInt64(parent), name: Name(cString: name!), mode: mode))
     }
     ops.unlink = { req, parent, name in
-        replyErr(req, fs(req).unlink(Request(req!), parent: UInt64(parent), name: String(cString: name!)))
+        replyErr(req, fs(req).unlink(Request(req!), parent: UInt64(parent), name: Name(cString: name!)))
     }
     ops.rmdir = { req, parent, name in
-        replyErr(req, fs(req).rmdir(Request(req!), parent: UInt64(parent), name: String(cString: name!)))
+        replyErr(req, fs(req).rmdir(Request(req!), parent: UInt64(parent), name: Name(cString: name!)))
     }
     ops.symlink = { req, link, parent, name in
-        replyEntry(req, fs(req).symlink(Request(req!), target: String(cString: link!), parent: UInt64(parent), name: String(cString: name!)))
+        replyEntry(req, fs(req).symlink(Request(req!), target: Name(cString: link!), parent: UInt64(parent), name: Name(cString: name!)))
     }
     ops.rename = { req, parent, name, newParent, newName, flags in
-        replyErr(req, fs(req).rename(Request(req!), parent: UInt64(parent), name: String(cString: name!),
-                                     newParent: UInt64(newParent), newName: String(cString: newName!), flags: UInt32(flags)))
+        replyErr(req, fs(req).rename(Request(req!), parent: UInt64(parent), name: Name(cString: name!),
+                                     newParent: UInt64(newParent), newName: Name(cString: newName!), flags: UInt32(flags)))
     }
     ops.link = { req, ino, newParent, newName in
-        replyEntry(req, fs(req).link(Request(req!), ino: UInt64(ino), newParent: UInt64(newParent), newName: String(cString: newName!)))
+        replyEntry(req, fs(req).link(Request(req!), ino: UInt64(ino), newParent: UInt64(newParent), newName: Name(cString: newName!)))
     }
     ops.open = { req, ino, fi in
         switch fs(req).open(Request(req!), ino: UInt64(ino), flags: fi!.pointee.flags) {
@@ -136,7 +136,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         }
     }
     ops.create = { req, parent, name, mode, fi in
-        switch fs(req).create(Request(req!), parent: UInt64(parent), name: String(cString: name!), mode: mode, flags: fi!.pointee.flags) {
+        switch fs(req).create(Request(req!), parent: UInt64(parent), name: Name(cString: name!), mode: mode, flags: fi!.pointee.flags) {
         case .success(let (entry, o)):
             var e = fuse_entry_param()
             fillEntry(&e, entry)
@@ -190,16 +190,16 @@ func makeOperations() -> fuse_lowlevel_ops {
     }
     ops.setxattr = { req, ino, name, value, size, flags in
         let v = UnsafeRawBufferPointer(start: value, count: size)
-        replyErr(req, fs(req).setxattr(Request(req!), ino: UInt64(ino), name: String(cString: name!), value: v, flags: flags))
+        replyErr(req, fs(req).setxattr(Request(req!), ino: UInt64(ino), name: Name(cString: name!), value: v, flags: flags))
     }
     ops.getxattr = { req, ino, name, size in
-        replyXattr(req, fs(req).getxattr(Request(req!), ino: UInt64(ino), name: String(cString: name!), size: size), size: size)
+        replyXattr(req, fs(req).getxattr(Request(req!), ino: UInt64(ino), name: Name(cString: name!), size: size), size: size)
     }
     ops.listxattr = { req, ino, size in
         replyXattr(req, fs(req).listxattr(Request(req!), ino: UInt64(ino), size: size), size: size)
     }
     ops.removexattr = { req, ino, name in
-        replyErr(req, fs(req).removexattr(Request(req!), ino: UInt64(ino), name: String(cString: name!)))
+        replyErr(req, fs(req).removexattr(Request(req!), ino: UInt64(ino), name: Name(cString: name!)))
     }
     ops.access = { req, ino, mask in replyErr(req, fs(req).access(Request(req!), ino: UInt64(ino), mask: mask)) }
     ops.fallocate = { req, ino, mode, off, len, fi in

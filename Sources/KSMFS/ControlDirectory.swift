@@ -174,7 +174,7 @@ extension MemoryFileSystem {
                                  write: { plane.write(name, $0) })
             let inode = newInode(mode: S_IFREG | mode_t(spec.mode), uid: spec.isTunable ? owner : 0, gid: 0,
                                  kind: .control(cf), counted: false)!
-            dir.directory!.insert(name, inode)
+            dir.directory!.insert(Name(name), inode)
         }
         let mountpoint = options.mountpoint
         let metrics = ControlFile(name: "metrics", isTunable: false, read: { plane.metrics(mountpoint: mountpoint) })
@@ -193,7 +193,7 @@ extension MemoryFileSystem {
         )
         for cf in [metrics, trace] {
             let inode = newInode(mode: S_IFREG | 0o444, uid: 0, gid: 0, kind: .control(cf), counted: false)!
-            dir.directory!.insert(cf.name, inode)
+            dir.directory!.insert(Name(cf.name), inode)
         }
         return dir
     }

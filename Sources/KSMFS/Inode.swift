@@ -10,7 +10,7 @@ import KSM
 enum InodeKind {
     case regular(MergeableFile)
     case directory(Directory)
-    case symlink(String)
+    case symlink(Name)
     case special
     /// A file of the /ksm control directory.
     case control(ControlFile)
@@ -28,7 +28,7 @@ final class Inode: @unchecked Sendable {
     var mtime: timespec
     var ctime: timespec
     let btime: timespec
-    var xattrs: [String: [UInt8]] = [:]
+    var xattrs: [Name: [UInt8]] = [:]
     var kind: InodeKind
     /// Kernel lookup references (FUSE lookup count); guarded by the inode table's lock.
     var lookups: UInt64 = 0
@@ -70,7 +70,7 @@ final class Inode: @unchecked Sendable {
         case .directory(let d):
             st.st_size = d.byteSize
         case .symlink(let target):
-            st.st_size = target.utf8.count
+            st.st_size = target.count
         case .control:
             st.st_size = 4096
         case .special:
@@ -106,11 +106,11 @@ final class Inode: @unchecked Sendable {
 /// removals (tombstones), compacted only when no handle has the directory open.
 final class Directory {
     struct Entry {
-        let name: String
+        let name: Name
         let inode: Inode
     }
     private(set) var entries: [Entry?] = []
-    private var index: [String: Int] = [:]
+    private var index: [Name: Int] = [:]
     private var tombstones = 0
     var openHandles = 0
     /// The parent directory's inode number (the root is its own parent).
@@ -130,19 +130,19 @@ final class Directory {
 
     private func recount() { sizeLock.withLock { liveCount = index.count } }
 
-    func lookup(_ name: String) -> Inode? {
+    func lookup(_ name: Name) -> Inode? {
         guard let i = index[name] else { return nil }
         return entries[i]?.inode
     }
 
-    func insert(_ name: String, _ inode: Inode) {
+    func insert(_ name: Name, _ inode: Inode) {
         index[name] = entries.count
         entries.append(Entry(name: name, inode: inode))
         recount()
     }
 
     @discardableResult
-    func remove(_ name: String) -> Inode? {
+    func remove(_ name: Name) -> Inode? {
         guard let i = index.removeValue(forKey: name) else { return nil }
         let inode = entries[i]?.inode
         entries[i] = nil
@@ -153,7 +153,7 @@ final class Directory {
     }
 
     /// Replaces the inode an existing name points at (rename over, exchange).
-    func replace(_ name: String, with inode: Inode) {
+    func replace(_ name: Name, with inode: Inode) {
         guard let i = index[name] else { insert(name, inode); return }
         entries[i] = Entry(name: name, inode: inode)
     }

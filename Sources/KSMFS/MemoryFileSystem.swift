@@ -136,8 +136,8 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
 
     // MARK: helpers
 
-    static func validName(_ name: String) -> Errno? {
-        if name.utf8.count > nameMax { return .nametoolong }
+    static func validName(_ name: Name) -> Errno? {
+        if name.count > nameMax { return .nametoolong }
         if name.isEmpty || name == "." || name == ".." { return .inval }
         return nil
     }
@@ -162,8 +162,8 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
         engine.stop()
     }
 
-    public func lookup(_ r: Request, parent: UInt64, name: String) -> Result<Entry, Errno> {
-        if name.utf8.count > MemoryFileSystem.nameMax { return .failure(.nametoolong) }
+    public func lookup(_ r: Request, parent: UInt64, name: Name) -> Result<Entry, Errno> {
+        if name.count > MemoryFileSystem.nameMax { return .failure(.nametoolong) }
         return namespace.withLock {
             directory(parent).flatMap { (dirInode, dir) in
                 if name == "." { return .success(remember(dirInode)) }

@@ -20,7 +20,7 @@ extension MemoryFileSystem {
     }
 
     /// Adds a new inode under `parent/name` (namespace lock held by the caller).
-    private func addChild(_ r: Request, parent: UInt64, name: String, mode: mode_t,
+    private func addChild(_ r: Request, parent: UInt64, name: Name, mode: mode_t,
                           make: () -> InodeKind) -> Result<Inode, Errno> {
         if let e = MemoryFileSystem.validName(name) { return .failure(e == .inval ? .exist : e) }
         if let e = writable() { return .failure(e) }
@@ -58,7 +58,7 @@ extension MemoryFileSystem {
         }
     }
 
-    public func mknod(_ r: Request, parent: UInt64, name: String, mode: mode_t, rdev: dev_t) -> Result<Entry, Errno> {
+    public func mknod(_ r: Request, parent: UInt64, name: Name, mode: mode_t, rdev: dev_t) -> Result<Entry, Errno> {
         namespace.withLock {
             let type = mode & S_IFMT
             switch type {
@@ -75,7 +75,7 @@ extension MemoryFileSystem {
         }
     }
 
-    public func mkdir(_ r: Request, parent: UInt64, name: String, mode: mode_t) -> Result<Entry, Errno> {
+    public func mkdir(_ r: Request, parent: UInt64, name: Name, mode: mode_t) -> Result<Entry, Errno> {
         namespace.withLock {
             addChild(r, parent: parent, name: name, mode: S_IFDIR | (mode & 0o7777), make: { .directory(Directory(parent: parent)) })
                 .map { child in
@@ -87,14 +87,14 @@ extension MemoryFileSystem {
         }
     }
 
-    public func symlink(_ r: Request, target: String, parent: UInt64, name: String) -> Result<Entry, Errno> {
-        if target.utf8.count > MemoryFileSystem.symlinkMax { return .failure(.nametoolong) }
+    public func symlink(_ r: Request, target: Name, parent: UInt64, name: Name) -> Result<Entry, Errno> {
+        if target.count > MemoryFileSystem.symlinkMax { return .failure(.nametoolong) }
         return namespace.withLock {
             addChild(r, parent: parent, name: name, mode: S_IFLNK | 0o777, make: { .symlink(target) }).map(remember)
         }
     }
 
-    public func create(_ r: Request, parent: UInt64, name: String, mode: mode_t, flags: Int32) -> Result<(Entry, OpenReply), Errno> {
+    public func create(_ r: Request, parent: UInt64, name: Name, mode: mode_t, flags: Int32) -> Result<(Entry, OpenReply), Errno> {
         namespace.withLock {
             if case .success(let (_, dir)) = directory(parent), let child = dir.lookup(name) {
                 // The kernel normally resolves O_CREAT on an existing name itself; be safe.
@@ -108,7 +108,7 @@ extension MemoryFileSystem {
         }
     }
 
-    public func link(_ r: Request, ino: UInt64, newParent: UInt64, newName: String) -> Result<Entry, Errno> {
+    public func link(_ r: Request, ino: UInt64, newParent: UInt64, newName: Name) -> Result<Entry, Errno> {
         if let e = MemoryFileSystem.validName(newName) { return .failure(e == .inval ? .exist : e) }
         if let e = writable() { return .failure(e) }
         return namespace.withLock {
@@ -132,7 +132,7 @@ extension MemoryFileSystem {
         }
     }
 
-    public func unlink(_ r: Request, parent: UInt64, name: String) -> Errno? {
+    public func unlink(_ r: Request, parent: UInt64, name: Name) -> Errno? {
         if let e = writable() { return e }
         return namespace.withLock { () -> Errno? in
             switch directory(parent) {
@@ -152,7 +152,7 @@ extension MemoryFileSystem {
         }
     }
 
-    public func rmdir(_ r: Request, parent: UInt64, name: String) -> Errno? {
+    public func rmdir(_ r: Request, parent: UInt64, name: Name) -> Errno? {
         if let e = writable() { return e }
         if name == "." { return .inval }
         if name == ".." { return .notempty }
@@ -186,7 +186,7 @@ extension MemoryFileSystem {
         }
     }
 
-    public func rename(_ r: Request, parent: UInt64, name: String, newParent: UInt64, newName: String, flags: UInt32) -> Errno? {
+    public func rename(_ r: Request, parent: UInt64, name: Name, newParent: UInt64, newName: Name, flags: UInt32) -> Errno? {
         let noReplace = UInt32(1) // RENAME_NOREPLACE
         let exchange = UInt32(2)  // RENAME_EXCHANGE
         if flags & ~(noReplace | exchange) != 0 || flags == noReplace | exchange { return .inval }
@@ -254,7 +254,7 @@ extension MemoryFileSystem {
         }
     }
 
-    public func readlink(_ r: Request, ino: UInt64) -> Result<String, Errno> {
+    public func readlink(_ r: Request, ino: UInt64) -> Result<Name, Errno> {
         get(ino).flatMap { inode in
             if case .symlink(let t) = inode.kind { inode.touch(a: true); return .success(t) }
             return .failure(.inval)

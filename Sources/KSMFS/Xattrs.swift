@@ -10,16 +10,16 @@ private let xattrCreate: Int32 = 1   // XATTR_CREATE
 private let xattrReplace: Int32 = 2  // XATTR_REPLACE
 
 extension MemoryFileSystem {
-    static let mergeableXattr = "user.ksm.mergeable"
-    static let statPrefix = "user.ksm."
+    static let mergeableXattr: Name = "user.ksm.mergeable"
+    static let statPrefix: Name = "user.ksm."
     static let figureNames = ["ksm_rmap_items", "ksm_zero_pages", "ksm_merging_pages", "ksm_process_profit",
                               "ksm_merge_any", "ksm_mergeable"]
 
-    private static func namespaceSupported(_ name: String) -> Bool {
+    private static func namespaceSupported(_ name: Name) -> Bool {
         name.hasPrefix("user.") || name.hasPrefix("trusted.") || name.hasPrefix("security.")
     }
 
-    public func setxattr(_ r: Request, ino: UInt64, name: String, value: UnsafeRawBufferPointer, flags: Int32) -> Errno? {
+    public func setxattr(_ r: Request, ino: UInt64, name: Name, value: UnsafeRawBufferPointer, flags: Int32) -> Errno? {
         guard let inode = inode(ino) else { return .noent }
         guard MemoryFileSystem.namespaceSupported(name) else { return .opnotsupp }
         if case .control = inode.kind { return .perm }
@@ -30,7 +30,7 @@ extension MemoryFileSystem {
             return setMergeable(inode, bytes, flags: flags)
         }
         if name.hasPrefix(MemoryFileSystem.statPrefix),
-           MemoryFileSystem.figureNames.contains(String(name.dropFirst(MemoryFileSystem.statPrefix.count))) || name == "user.ksm.stat" {
+           MemoryFileSystem.figureNames.contains(where: { Name($0) == name.dropFirst(MemoryFileSystem.statPrefix.count) }) || name == "user.ksm.stat" {
             return .perm
         }
         let err: Errno? = inode.meta.withLock {
@@ -96,20 +96,20 @@ extension MemoryFileSystem {
         ]
     }
 
-    public func getxattr(_ r: Request, ino: UInt64, name: String, size: Int) -> Result<XattrReply, Errno> {
+    public func getxattr(_ r: Request, ino: UInt64, name: Name, size: Int) -> Result<XattrReply, Errno> {
         guard let inode = inode(ino) else { return .failure(.noent) }
         guard MemoryFileSystem.namespaceSupported(name) else { return .failure(.opnotsupp) }
         if name == MemoryFileSystem.mergeableXattr, let f = inode.file {
             return .success(.data(Array((engine.isMergeable(f) ? "1" : "0").utf8)))
         }
         if name.hasPrefix(MemoryFileSystem.statPrefix), inode.file != nil || inode.isDirectory {
-            let key = String(name.dropFirst(MemoryFileSystem.statPrefix.count))
-            if key == "stat" {
+            let rest = name.dropFirst(MemoryFileSystem.statPrefix.count)
+            if rest == "stat" {
                 let figs = ksmFigures(inode)
                 let text = MemoryFileSystem.figureNames.map { "\($0) \(figs[$0]!)\n" }.joined()
                 return .success(.data(Array(text.utf8)))
             }
-            if MemoryFileSystem.figureNames.contains(key), let v = ksmFigures(inode)[key] {
+            if let key = MemoryFileSystem.figureNames.first(where: { Name($0) == rest }), let v = ksmFigures(inode)[key] {
                 return .success(.data(Array(String(v).utf8)))
             }
         }
@@ -125,11 +125,11 @@ extension MemoryFileSystem {
         if r.uid != 0 { names.removeAll { $0.hasPrefix("trusted.") } }
         if inode.file != nil { names.append(MemoryFileSystem.mergeableXattr) }
         var out: [UInt8] = []
-        for n in names.sorted() { out += Array(n.utf8); out.append(0) }
+        for n in names.sorted(by: { $0.bytes.lexicographicallyPrecedes($1.bytes) }) { out += n.bytes; out.append(0) }
         return .success(.data(out))
     }
 
-    public func removexattr(_ r: Request, ino: UInt64, name: String) -> Errno? {
+    public func removexattr(_ r: Request, ino: UInt64, name: Name) -> Errno? {
         guard let inode = inode(ino) else { return .noent }
         guard MemoryFileSystem.namespaceSupported(name) else { return .opnotsupp }
         if options.readOnly { return .rofs }

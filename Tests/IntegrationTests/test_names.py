@@ -289,3 +289,52 @@ def _umask():
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+# --- names are bytes ---------------------------------------------------------------------
+# Linux names are byte strings: invalid UTF-8 is a valid name, and two Unicode spellings of
+# the same text (NFC and NFD "é", the Kelvin sign and "K") are different names. tmpfs keeps
+# them apart; a filesystem that decoded names as text would merge them and lose a file.
+
+BYTE_NAMES = [b"a\xff", b"a\xfe", b"caf\xc3\xa9", b"cafe\xcc\x81", b"\xe2\x84\xaa", b"K",
+              b"\x80\x81", b"\xed\xa0\x80", b"tab\there", b"new\nline"]
+
+
+def test_names_that_differ_only_in_bytes_are_distinct_files(d):
+    root = os.fsencode(d)
+    for i, n in enumerate(BYTE_NAMES):
+        write_file(os.path.join(root, n), b"content %d" % i)
+    assert sorted(os.listdir(root)) == sorted(BYTE_NAMES)
+    for i, n in enumerate(BYTE_NAMES):
+        assert read_cold(os.path.join(root, n)) == b"content %d" % i
+    os.rename(os.path.join(root, b"a\xff"), os.path.join(root, b"b\xff"))
+    os.unlink(os.path.join(root, b"cafe\xcc\x81"))
+    assert read_file(os.path.join(root, b"caf\xc3\xa9")) == b"content 2"
+    assert read_file(os.path.join(root, b"b\xff")) == b"content 0"
+    assert read_file(os.path.join(root, b"a\xfe")) == b"content 1"
+
+
+def test_directories_and_symlink_targets_keep_their_bytes(d):
+    root = os.fsencode(d)
+    os.mkdir(os.path.join(root, b"dir\xff"))
+    os.mkdir(os.path.join(root, b"dir\xfe"))
+    write_file(os.path.join(root, b"dir\xff", b"f"), b"ff")
+    target = b"dir\xff/f"
+    os.symlink(target, os.path.join(root, b"ln"))
+    assert os.readlink(os.path.join(root, b"ln")) == target
+    assert read_file(os.path.join(root, b"ln")) == b"ff"
+    assert os.listdir(os.path.join(root, b"dir\xfe")) == []
+
+
+def test_xattr_names_that_differ_only_in_bytes_are_distinct(d):
+    p = os.path.join(os.fsencode(d), b"f")
+    write_file(p, b"x")
+    names = [b"user.\xff", b"user.\xfe", b"user.caf\xc3\xa9", b"user.cafe\xcc\x81"]
+    for i, n in enumerate(names):
+        os.setxattr(p, n, b"v%d" % i)
+    for i, n in enumerate(names):
+        assert os.getxattr(p, n) == b"v%d" % i
+    listed = {os.fsencode(n) for n in os.listxattr(p)}
+    assert set(names) <= listed
+    os.removexattr(p, b"user.\xff")
+    assert os.getxattr(p, b"user.\xfe") == b"v1"
