@@ -112,11 +112,17 @@ public final class BlockArena: @unchecked Sendable {
     /// Faults in runs of adjacent blocks in one call (MADV_POPULATE_WRITE) instead of one page
     /// fault per block: a large write then fills memory that is already mapped.
     public func populate(_ ids: UnsafePointer<UInt32>, count: Int) {
+        // Runs of consecutive ids, ascending (fresh blocks) or descending (the free stack
+        // hands back sorted runs in reverse).
         var i = 0
         while i < count {
             var j = i + 1
             while j < count && ids[j] == ids[j - 1] &+ 1 { j += 1 }
-            if j - i >= 4 { _ = madvise(pointer(ids[i]), (j - i) << BlockArena.pageShift, 23 /* MADV_POPULATE_WRITE */) }
+            if j == i + 1 { while j < count && ids[j] &+ 1 == ids[j - 1] { j += 1 } }
+            if j - i >= 4 {
+                let low = min(ids[i], ids[j - 1])
+                _ = madvise(pointer(low), (j - i) << BlockArena.pageShift, 23 /* MADV_POPULATE_WRITE */)
+            }
             i = j
         }
     }

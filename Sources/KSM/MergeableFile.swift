@@ -64,7 +64,11 @@ public final class MergeableFile: @unchecked Sendable {
     // MARK: reading
 
     /// Calls `body` with iovecs over `[offset, offset+size)` clipped to the file size, while the
-    /// pages are held (shared lock): the caller replies straight from the arena.
+    /// pages are held (shared lock): the caller replies straight from the arena. If a page is
+    /// not resident (swapped out under memory pressure) the bytes go through a bounce buffer
+    /// instead, so the swap-in is an ordinary fault of this process: left to the kernel's copy
+    /// of the reply it happens inside get_user_pages, where a memory cgroup at its limit
+    /// OOM-kills the daemon instead of reclaiming.
     public func withReadVectors<R>(offset: Int64, size: Int, _ body: (UnsafeBufferPointer<iovec>) -> R) -> R {
         lock.lockShared()
         defer { lock.unlock() }
@@ -82,7 +86,38 @@ public final class MergeableFile: @unchecked Sendable {
                 iov[i] = iovec(iov_base: arena.pointer(blk) + inPage, iov_len: n)
                 pos += Int64(n)
             }
-            return body(UnsafeBufferPointer(iov))
+            if MergeableFile.resident(UnsafeBufferPointer(iov)) { return body(UnsafeBufferPointer(iov)) }
+            let total = Int(end - offset)
+            let bounce = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 4096)
+            defer { bounce.deallocate() }
+            var done = 0
+            for v in iov {
+                (bounce + done).copyMemory(from: v.iov_base!, byteCount: v.iov_len)
+                done += v.iov_len
+            }
+            var one = iovec(iov_base: bounce, iov_len: total)
+            return body(UnsafeBufferPointer(start: &one, count: 1))
+        }
+    }
+
+    /// Whether every page behind `iov` is in memory (mincore, one call per run of adjacent
+    /// pages; the zero page and holes count as resident).
+    static func resident(_ iov: UnsafeBufferPointer<iovec>) -> Bool {
+        var vec = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        return withUnsafeMutableBytes(of: &vec) { raw -> Bool in
+            let flags = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            var i = 0
+            while i < iov.count {
+                let start = UInt(bitPattern: iov[i].iov_base) & ~4095
+                var j = i + 1
+                while j < iov.count && j - i < raw.count
+                        && UInt(bitPattern: iov[j].iov_base) & ~4095 == start + UInt(j - i) * 4096 { j += 1 }
+                if mincore(UnsafeMutableRawPointer(bitPattern: start), (j - i) * 4096, flags) == 0 {
+                    for k in 0..<(j - i) where flags[k] & 1 == 0 { return false }
+                }
+                i = j
+            }
+            return true
         }
     }
 

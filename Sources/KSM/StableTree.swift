@@ -144,43 +144,70 @@ extension KSMEngine {
     /// items. Returns false if the copies did not fit (what was done stays done, no data lost).
     func unmerge(_ f: MergeableFile) -> Bool {
         let ok: Bool = f.lock.withExclusive {
-            var p = 0
             let limit = f.pages.chunkCount << PageMap.chunkShift
+            func needsCopy(_ b: UInt32, _ it: UnsafeMutablePointer<ScanItem>?) -> Bool {
+                isStableBlock(b) || (b == BlockArena.zero && it?.pointee.state == .zero)
+            }
+            // Count the copies first so that fresh blocks come in batches, pre-faulted.
+            var copies = 0
+            var p = 0
             while let d = f.pages.nextData(from: p, limit: limit) {
                 p = d + 1
-                let b = f.pages.block(d)
-                let it = f.pages.existingItem(d)
-                let needsCopy = isStableBlock(b) || (b == BlockArena.zero && it?.pointee.state == .zero)
-                if needsCopy {
-                    guard let nb = arena.allocateOne() else { return false }
-                    if b != BlockArena.zero { arena.pointer(nb).copyMemory(from: arena.pointer(b), byteCount: BlockArena.pageSize) }
-                    f.pages.set(d, nb)
-                    if let it {
-                        if it.pointee.state == .stable {
-                            if arena.removeSharer(b) == 0 { stats.add(.pagesShared, -1) }
-                            stats.add(.stableItems, -1)
-                            f.mergingCount -= 1
-                        } else if it.pointee.state == .zero {
-                            stats.add(.zeroPages, -1)
-                            f.zeroCount -= 1
-                        }
-                        it.pointee.state = .visited
-                    }
-                    arena.release(b)
-                }
-                if let it {
-                    if it.pointee.state == .unstable { stats.add(.unshared, -1) }
-                    if it.pointee.state == .stable {
-                        if arena.removeSharer(b) == 0 { stats.add(.pagesShared, -1) }
-                        stats.add(.stableItems, -1)
-                        f.mergingCount -= 1
-                    }
-                    it.pointee = ScanItem()
-                    f.itemCount -= 1
-                    stats.add(.items, -1)
-                }
+                if needsCopy(f.pages.block(d), f.pages.existingItem(d)) { copies += 1 }
             }
-            return true
+            var shared: Int64 = 0, stableItems: Int64 = 0, zeroPages: Int64 = 0, unshared: Int64 = 0, items: Int64 = 0
+            defer {
+                stats.add(.pagesShared, -shared); stats.add(.stableItems, -stableItems)
+                stats.add(.zeroPages, -zeroPages); stats.add(.unshared, -unshared); stats.add(.items, -items)
+            }
+            let batch = 512
+            return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: batch) { buf -> Bool in
+                let fresh = buf.baseAddress!
+                var have = 0, used = 0
+                p = 0
+                while let d = f.pages.nextData(from: p, limit: limit) {
+                    p = d + 1
+                    let b = f.pages.block(d)
+                    let it = f.pages.existingItem(d)
+                    if needsCopy(b, it) {
+                        if used == have {
+                            let n = min(batch, copies)
+                            do { try arena.allocate(n, into: fresh) } catch { return false }
+                            arena.populate(fresh, count: n)
+                            have = n; used = 0; copies -= n
+                        }
+                        let nb = fresh[used]
+                        used += 1
+                        if b != BlockArena.zero { arena.pointer(nb).copyMemory(from: arena.pointer(b), byteCount: BlockArena.pageSize) }
+                        f.pages.set(d, nb)
+                        if let it {
+                            if it.pointee.state == .stable {
+                                if arena.removeSharer(b) == 0 { shared += 1 }
+                                stableItems += 1
+                                f.mergingCount -= 1
+                            } else if it.pointee.state == .zero {
+                                zeroPages += 1
+                                f.zeroCount -= 1
+                            }
+                            it.pointee.state = .visited
+                        }
+                        arena.release(b)
+                    }
+                    if let it {
+                        if it.pointee.state == .unstable { unshared += 1 }
+                        if it.pointee.state == .stable {
+                            if arena.removeSharer(b) == 0 { shared += 1 }
+                            stableItems += 1
+                            f.mergingCount -= 1
+                        }
+                        it.pointee = ScanItem()
+                        f.itemCount -= 1
+                        items += 1
+                    }
+                }
+                for i in used..<have { arena.release(fresh[i]) }
+                return true
+            }
         }
         arena.flush()
         return ok

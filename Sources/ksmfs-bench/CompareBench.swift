@@ -39,6 +39,8 @@ struct Convergence {
     var growthPass = 0         // full_scans when the last growth was seen
     var stopPass = 0           // full_scans at the snapshot
     var exactBoundary = false  // stopped between the pass's last batch and the next one
+    var settledAtPass = -1     // sleep < 20: full_scans when batches became whole passes
+    var grewAfterSettle = false
     var perPass: [Double] = [] // pages per scanner CPU-second, pass by pass
     var samples: [(t: Double, v: Int64)] = []
 }
@@ -114,10 +116,23 @@ struct CompareBench {
         var prevF = 0
         var marks: [(s: Int64, cpu: Double)] = [(0, 0)]
         var stopAt = max(3, target ?? 0)
-        let gapLimit = Double(tunables.sleepMillisecs) / 2000
+        // A batch ends at the end of a pass on both sides (scan_get_next_rmap_item returns
+        // NULL there), so with a sleep the stop can land between two passes. With a short
+        // sleep there is no room for it: in the last pass before the stop (two passes without
+        // growth are behind), each batch is made a whole pass followed by a 1 s sleep (time
+        // and CPU to converge are taken before; a growth after it is reported).
+        let settleSleep = 1000
+        let settle = tunables.sleepMillisecs < 20
+        var gapLimit = Double(tunables.sleepMillisecs) / 2000
         while true {
             let t = now()
             let f = Int(ctl.int("full_scans") - f0)
+            if settle && r.settledAtPass < 0 && f >= stopAt - 1 {
+                ctl.set("pages_to_scan", "100000000")
+                ctl.set("sleep_millisecs", "\(settleSleep)")
+                r.settledAtPass = f
+                gapLimit = Double(settleSleep) / 2000
+            }
             // Near the boundary only full_scans is read every millisecond; progress every 10 ms
             // and at the boundary itself.
             let fast = prevF >= stopAt - 1
@@ -128,10 +143,15 @@ struct CompareBench {
                 best = progress
                 r.timeToConverge = t - t0; r.cpuToConverge = cpuNow(); r.growthPass = f
                 stopAt = max(f + 3, target ?? 0)
+                if r.settledAtPass >= 0 { r.grewAfterSettle = true }
             }
             if f >= stopAt {
                 let s1 = ctl.int("pages_scanned")
                 ctl.set("run", "0")
+                if r.settledAtPass >= 0 {
+                    ctl.set("pages_to_scan", "\(tunables.pagesToScan)")
+                    ctl.set("sleep_millisecs", "\(tunables.sleepMillisecs)")
+                }
                 let s2 = ctl.int("pages_scanned"), f2 = Int(ctl.int("full_scans") - f0)
                 r.exactBoundary = f == stopAt && prevF == stopAt - 1 && t - prevPoll < gapLimit && s1 == s2 && f2 == f
                 r.stopPass = f2
@@ -151,13 +171,17 @@ struct CompareBench {
             }
             if t - t0 > timeout {
                 ctl.set("run", "0")
+                if r.settledAtPass >= 0 {
+                    ctl.set("pages_to_scan", "\(tunables.pagesToScan)")
+                    ctl.set("sleep_millisecs", "\(tunables.sleepMillisecs)")
+                }
                 log("  timeout after \(Int(timeout)) s: pass \(f), still growing at pass \(r.growthPass)")
                 r.stopPass = Int(ctl.int("full_scans") - f0)
                 break
             }
             prevF = f
             prevPoll = t
-            usleep(f >= stopAt - 1 ? 1000 : 20_000)
+            usleep(f >= stopAt - 1 || settle ? 1000 : 20_000)
         }
         r.totalTime = now() - t0
         r.cpuTotal = cpuNow()
@@ -326,7 +350,7 @@ struct CompareBench {
                 : runKsmfs(pattern, pages: pages, rep: rep, first: first, target: target, latency: latency)
             r.attempts = attempt
             log(describe(r))
-            if r.conv.exactBoundary || !r.conv.converged || attempt == 3 || tunables.sleepMillisecs < 4 { return r }
+            if r.conv.exactBoundary || !r.conv.converged || attempt == 3 { return r }
             log("  the stop missed the pass boundary: running \(side.rawValue) again")
             attempt += 1
         }
@@ -338,6 +362,8 @@ struct CompareBench {
             + (r.conv.converged ? "" : "NOT CONVERGED ")
             + "growth ended \(fmt(r.conv.timeToConverge)) s (pass \(r.conv.growthPass)), stopped at pass \(r.conv.stopPass)"
             + (r.conv.exactBoundary ? "" : " (not exactly at the boundary)")
+            + (r.conv.settledAtPass >= 0 ? ", whole-pass batches from pass \(r.conv.settledAtPass)" : "")
+            + (r.conv.grewAfterSettle ? " (WARNING: grew after that: time and CPU include slower passes)" : "")
             + ", cpu \(fmt(r.conv.cpuTotal, 3)) s; shared \(c["pages_shared"]) sharing \(c["pages_sharing"])"
             + " unshared \(c["pages_unshared"]) chains \(c["stable_node_chains"]) dups \(c["stable_node_dups"])"
             + " zero \(c["ksm_zero_pages"]); released \(r.releasedKiB / 1024) MiB; unmerge \(fmt(r.unmergeSeconds * 1000, 1)) ms"
