@@ -39,6 +39,6 @@ let package = Package(
             dependencies: ["KSM", "KSMFS", "CKSMSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "KSMTests", dependencies: ["KSM"]),
-        .testTarget(name: "KSMFSTests", dependencies: ["KSMFS", "KSM"]),
+        .testTarget(name: "KSMFSTests", dependencies: ["KSMFS", "KSM", "FUSE"]),
     ]
 )

@@ -32,10 +32,14 @@ public final class KSMEngine: @unchecked Sendable {
     private var stopping = false
     private var thread: pthread_t?
 
-    // The file list in scan order, and the cursor; guarded by `registryLock`.
+    // The file list in scan order (doubly linked, as the kernel's mm_slot list: O(1) to add
+    // behind the cursor and to remove), and the cursor (nil: past the last file); guarded by
+    // `registryLock`.
     private let registryLock = Mutex()
-    private var files: [MergeableFile] = []
-    private var cursorFile = 0
+    private var listHead: MergeableFile?
+    private var listTail: MergeableFile?
+    private var listCount = 0
+    private var cursorFile: MergeableFile?
     private var cursorPage = 0
     private var passActive = false
 
@@ -101,13 +105,8 @@ public final class KSMEngine: @unchecked Sendable {
         if trace.enabled { trace.emit("ksm_enter", "ino=\(file.ino)") }
         registryLock.withLock {
             // Just behind the cursor, as the kernel's list_add_tail before ksm_scan.mm_slot: with
-            // no pass under way the cursor is at the head, and behind it is the tail (O(1)).
-            if !passActive {
-                files.append(file)
-            } else {
-                files.insert(file, at: min(cursorFile, files.count))
-                cursorFile += 1
-            }
+            // no pass under way the cursor is at the head, and behind it is the tail.
+            insertLocked(file, before: passActive ? cursorFile : nil)
         }
         kick()
     }
@@ -117,10 +116,7 @@ public final class KSMEngine: @unchecked Sendable {
     public func unregister(_ file: MergeableFile) {
         file.lock.withExclusive { file.dead = true }
         registryLock.withLock {
-            if let i = files.firstIndex(where: { $0 === file }) {
-                files.remove(at: i)
-                if i < cursorFile { cursorFile -= 1 }
-            }
+            removeLocked(file)
             if file.scanID != 0 { idTable[file.scanID] = nil }
         }
         if trace.enabled { trace.emit("ksm_exit", "ino=\(file.ino)") }
@@ -154,16 +150,53 @@ public final class KSMEngine: @unchecked Sendable {
         }
     }
 
-    var fileCount: Int { registryLock.withLock { files.count } }
+    var fileCount: Int { registryLock.withLock { listCount } }
 
-    func registryLockedFiles() -> [MergeableFile] { registryLock.withLock { files } }
+    func registryLockedFiles() -> [MergeableFile] {
+        registryLock.withLock {
+            var out: [MergeableFile] = []
+            out.reserveCapacity(listCount)
+            var f = listHead
+            while let g = f { out.append(g); f = g.listNext }
+            return out
+        }
+    }
+
+    /// Links `file` in before `next` (at the tail when nil); registry lock held.
+    private func insertLocked(_ file: MergeableFile, before next: MergeableFile?) {
+        guard !file.listed else { return }
+        file.listed = true
+        file.listNext = next
+        if let next {
+            file.listPrev = next.listPrev
+            if let p = next.listPrev { p.listNext = file } else { listHead = file }
+            next.listPrev = file
+        } else {
+            file.listPrev = listTail
+            if let t = listTail { t.listNext = file } else { listHead = file }
+            listTail = file
+        }
+        listCount += 1
+    }
+
+    /// Unlinks `file` (the cursor moves on if it was there); registry lock held.
+    private func removeLocked(_ file: MergeableFile) {
+        guard file.listed else { return }
+        if cursorFile === file { cursorFile = file.listNext }
+        if let p = file.listPrev { p.listNext = file.listNext } else { listHead = file.listNext }
+        if let n = file.listNext { n.listPrev = file.listPrev } else { listTail = file.listPrev }
+        file.listNext = nil
+        file.listPrev = nil
+        file.listed = false
+        listCount -= 1
+    }
 
     /// Forgets the current pass (after unmerging everything): the unstable tree is emptied and
     /// the next batch starts a new pass from the first file.
     func resetPass() {
         registryLock.withLock {
             passActive = false
-            cursorFile = 0
+            cursorFile = nil
             cursorPage = 0
         }
         clearUnstableTree()
@@ -276,7 +309,7 @@ public final class KSMEngine: @unchecked Sendable {
         registryLock.lock()
         defer { registryLock.unlock() }
         if !passActive { startPassLocked() }
-        if cursorFile < files.count { return files[cursorFile] }
+        if let f = cursorFile { return f }
         endPassLocked()
         return nil
     }
@@ -285,12 +318,12 @@ public final class KSMEngine: @unchecked Sendable {
     private func advanceFile(_ f: MergeableFile) {
         let dead = f.lock.withShared { f.dead }
         registryLock.withLock {
-            if cursorFile < files.count, files[cursorFile] === f {
+            if cursorFile === f {
                 if dead {
-                    files.remove(at: cursorFile)
+                    removeLocked(f)         // the cursor moves to the next file
                     if f.scanID != 0 { idTable[f.scanID] = nil }
                 } else {
-                    cursorFile += 1
+                    cursorFile = f.listNext
                 }
             }
             cursorPage = 0
@@ -299,7 +332,7 @@ public final class KSMEngine: @unchecked Sendable {
 
     private func startPassLocked() {
         passActive = true
-        cursorFile = 0
+        cursorFile = listHead
         cursorPage = 0
         clearUnstableTree()
         // For the whole pass: pages of different owners stay apart unless they may merge.
@@ -312,7 +345,7 @@ public final class KSMEngine: @unchecked Sendable {
 
     private func endPassLocked() {
         passActive = false
-        cursorFile = 0
+        cursorFile = nil
         cursorPage = 0
         sweepStableTree()
         if trace.enabled { trace.emit("ksm_stop_scan", "seq=\(stats.fullScans) rmap_items=\(stats.items)") }

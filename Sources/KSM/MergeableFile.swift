@@ -39,6 +39,10 @@ public final class MergeableFile: @unchecked Sendable {
     public var owner: UInt32 = 0
     /// The scanner's id for this file (0 until it enters the unstable tree; scanner only).
     var scanID: UInt32 = 0
+    /// Links of the engine's scan list (guarded by its registry lock).
+    var listNext: MergeableFile?
+    weak var listPrev: MergeableFile?
+    var listed = false
 
     public init(arena: BlockArena, stats: KSMStats, mergeable: Bool = true) {
         self.arena = arena

@@ -3,6 +3,7 @@
 // chain), lazy removal of stale dups, unmerging, the advisor, and the whole-engine
 // invariants that tests check after every step.
 import CKSMSupport
+import Dispatch
 import Glibc
 
 /// Blocks of one content, linked per stable-tree node (the kernel's stable_node dups).
@@ -221,13 +222,27 @@ extension KSMEngine {
 
     /// `unmergeAll` for a caller that already holds the batch lock (a write to run).
     public func unmergeAllLocked() -> Bool {
-        do {
-            let all = allFiles()
-            for f in all where !unmerge(f) { return false }
-            clearTrees()
-            stats.set(.fullScans, 0)
-            return true
+        let all = allFiles()
+        // Files are independent here (each under its own lock; the arena and the counters are
+        // shared safely), so they are unmerged on every core: the kernel does it in the
+        // writer's thread alone.
+        let workers = max(1, min(all.count, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 8))
+        // An atomic flag, read and set with atomics only.
+        nonisolated(unsafe) let failed = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+        failed.initialize(to: 0)
+        defer { failed.deallocate() }
+        let work: @Sendable (Int) -> Void = { (w: Int) in
+            var i = w
+            while i < all.count, ksm_atomic_load32(failed) == 0 {
+                if !self.unmerge(all[i]) { ksm_atomic_store32(failed, 1) }
+                i += workers
+            }
         }
+        if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
+        if ksm_atomic_load32(failed) != 0 { return false }
+        clearTrees()
+        stats.set(.fullScans, 0)
+        return true
     }
 
     func allFiles() -> [MergeableFile] { registryLockedFiles() }

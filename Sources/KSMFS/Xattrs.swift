@@ -15,9 +15,38 @@ extension MemoryFileSystem {
     static let figureNames = ["ksm_rmap_items", "ksm_zero_pages", "ksm_merging_pages", "ksm_process_profit",
                               "ksm_merge_any", "ksm_mergeable"]
 
-    private static func namespaceSupported(_ name: Name) -> Bool {
-        name.hasPrefix("user.") || name.hasPrefix("trusted.") || name.hasPrefix("security.")
+    /// How an xattr name is handled.
+    enum XattrClass: Equatable {
+        /// Not user., trusted. or security.: EOPNOTSUPP, as tmpfs (system.* ACLs aside).
+        case unsupported
+        /// `user.ksm.mergeable`: the per-file switch.
+        case mergeable
+        /// `user.ksm.<figure>` or `user.ksm.stat`: read-only figures of files and directories.
+        case figure(String)
+        /// Stored as given.
+        case plain
     }
+
+    static func classify(_ name: Name) -> XattrClass {
+        guard name.hasPrefix("user.") || name.hasPrefix("trusted.") || name.hasPrefix("security.") else { return .unsupported }
+        if name == mergeableXattr { return .mergeable }
+        if name.hasPrefix(statPrefix) {
+            let rest = name.dropFirst(statPrefix.count)
+            if rest == "stat" { return .figure("stat") }
+            if let key = figureNames.first(where: { Name($0) == rest }) { return .figure(key) }
+        }
+        return .plain
+    }
+
+    /// A `user.ksm.mergeable` value: "1" or "0", a trailing newline allowed; nil otherwise.
+    static func parseMergeable(_ value: [UInt8]) -> Bool? {
+        var v = value[...]
+        if v.last == UInt8(ascii: "\n") { v = v.dropLast() }
+        guard v.count == 1, let c = v.first, c == UInt8(ascii: "0") || c == UInt8(ascii: "1") else { return nil }
+        return c == UInt8(ascii: "1")
+    }
+
+    private static func namespaceSupported(_ name: Name) -> Bool { classify(name) != .unsupported }
 
     public func setxattr(_ r: Request, ino: UInt64, name: Name, value: UnsafeRawBufferPointer, flags: Int32) -> Errno? {
         guard let inode = inode(ino) else { return .noent }
@@ -26,12 +55,11 @@ extension MemoryFileSystem {
         if inode === controlDirectory { return .perm }
         if options.readOnly { return .rofs }
         let bytes = Array(value)
-        if name == MemoryFileSystem.mergeableXattr {
-            return setMergeable(inode, bytes, flags: flags)
-        }
-        if name.hasPrefix(MemoryFileSystem.statPrefix),
-           MemoryFileSystem.figureNames.contains(where: { Name($0) == name.dropFirst(MemoryFileSystem.statPrefix.count) }) || name == "user.ksm.stat" {
-            return .perm
+        switch MemoryFileSystem.classify(name) {
+        case .mergeable: return setMergeable(inode, bytes, flags: flags)
+        case .figure: return .perm
+        case .unsupported: return .opnotsupp
+        case .plain: break
         }
         let err: Errno? = inode.meta.withLock {
             let exists = inode.xattrs[name] != nil
@@ -47,10 +75,8 @@ extension MemoryFileSystem {
     /// `user.ksm.mergeable`: "1" or "0" (a trailing newline allowed). On a file it switches
     /// merging (0 unmerges its pages at once); on a directory it is inherited by new files.
     private func setMergeable(_ inode: Inode, _ bytes: [UInt8], flags: Int32) -> Errno? {
-        var v = bytes
-        if v.last == UInt8(ascii: "\n") { v.removeLast() }
-        guard v == [UInt8(ascii: "0")] || v == [UInt8(ascii: "1")] else { return .inval }
-        let on = v[0] == UInt8(ascii: "1")
+        guard let on = MemoryFileSystem.parseMergeable(bytes) else { return .inval }
+        let v = [on ? UInt8(ascii: "1") : UInt8(ascii: "0")]
         if let f = inode.file {
             if flags & xattrCreate != 0 { return .exist }
             if !engine.setMergeable(f, on) { return .nomem }
@@ -102,16 +128,13 @@ extension MemoryFileSystem {
         if name == MemoryFileSystem.mergeableXattr, let f = inode.file {
             return .success(.data(Array((engine.isMergeable(f) ? "1" : "0").utf8)))
         }
-        if name.hasPrefix(MemoryFileSystem.statPrefix), inode.file != nil || inode.isDirectory {
-            let rest = name.dropFirst(MemoryFileSystem.statPrefix.count)
-            if rest == "stat" {
-                let figs = ksmFigures(inode)
+        if case .figure(let key) = MemoryFileSystem.classify(name), inode.file != nil || inode.isDirectory {
+            let figs = ksmFigures(inode)
+            if key == "stat" {
                 let text = MemoryFileSystem.figureNames.map { "\($0) \(figs[$0]!)\n" }.joined()
                 return .success(.data(Array(text.utf8)))
             }
-            if let key = MemoryFileSystem.figureNames.first(where: { Name($0) == rest }), let v = ksmFigures(inode)[key] {
-                return .success(.data(Array(String(v).utf8)))
-            }
+            if let v = figs[key] { return .success(.data(Array(String(v).utf8))) }
         }
         return inode.meta.withLock {
             guard let v = inode.xattrs[name] else { return .failure(.nodata) }

@@ -28,7 +28,7 @@ def _rss(pid):
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def test_a_directory_of_100000_files_lists_each_exactly_once(mounted):
+def test_a_directory_of_100000_files_lists_each_exactly_once_and_all_delete(mounted):
     """100,000 files in one directory; readdir (in many getdents calls) returns each name
     exactly once and nothing else. The issue asks for 1,000,000: that runs only with
     KSMFS_LIMITS_FULL=1 (it takes minutes on a 2-core machine)."""
@@ -51,6 +51,16 @@ def test_a_directory_of_100000_files_lists_each_exactly_once(mounted):
         assert not missing and not extra, \
             f"{len(missing)} missing (e.g. {sorted(missing)[:5]}), {len(extra)} extra (e.g. {sorted(extra)[:5]})"
         assert os.stat(os.path.join(d, f"file-{n - 1:07d}")).st_size == 0
+        # Deleting them all, in an order unlike creation's (each file leaves the scan list in
+        # O(1): a list search per unlink made this quadratic).
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for i in list(range(1, n, 2)) + list(range(0, n, 2)):
+                os.unlink(f"file-{i:07d}", dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        assert os.listdir(d) == []
+        os.rmdir(d)
         m.assert_alive()
 
 
