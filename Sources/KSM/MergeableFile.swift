@@ -15,7 +15,17 @@ public enum FileError: Error, Equatable {
 
 public final class MergeableFile: @unchecked Sendable {
     /// Largest file size: page indexes fit in 32 bits (16 TiB).
-    public static let maxSize: Int64 = 1 << 44
+    /// The largest file: the kernel's MAX_LFS_FILESIZE (2^63 - 1), tmpfs's limit too. Sizes
+    /// are rounded up to pages with `pageCount`/`pageCeil`, which cannot overflow there.
+    public static let maxSize: Int64 = Int64.max
+
+    /// Pages needed to hold `bytes` bytes.
+    @inline(__always) static func pageCount(_ bytes: Int64) -> Int { Int(bytes >> 12) + (bytes & 4095 == 0 ? 0 : 1) }
+
+    /// `bytes` rounded up to a page boundary (Int64.max when that does not fit).
+    @inline(__always) static func pageCeil(_ bytes: Int64) -> Int64 {
+        bytes & 4095 == 0 ? bytes : (bytes > Int64.max - 4095 ? Int64.max : (bytes | 4095) + 1)
+    }
     static let pageSize = BlockArena.pageSize
 
     public let arena: BlockArena
@@ -76,7 +86,7 @@ public final class MergeableFile: @unchecked Sendable {
     public func withReadVectors<R>(offset: Int64, size: Int, _ body: (UnsafeBufferPointer<iovec>) -> R) -> R {
         lock.lockShared()
         defer { lock.unlock() }
-        let end = min(_size, offset &+ Int64(size))
+        let end = offset < _size ? offset + min(Int64(size), _size - offset) : offset
         guard offset >= 0, end > offset else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
         let first = Int(offset >> 12), last = Int((end - 1) >> 12)
         let count = last - first + 1
@@ -294,9 +304,9 @@ public final class MergeableFile: @unchecked Sendable {
         lock.lockExclusive()
         defer { lock.unlock() }
         if newSize < _size {
-            try zeroTail(from: newSize, to: min(_size, (newSize + 4095) & ~4095))
-            let firstGone = Int((newSize + 4095) >> 12)
-            removePages(from: firstGone, to: Int((_size + 4095) >> 12))
+            try zeroTail(from: newSize, to: min(_size, MergeableFile.pageCeil(newSize)))
+            let firstGone = MergeableFile.pageCount(newSize)
+            removePages(from: firstGone, to: MergeableFile.pageCount(_size))
             pages.trim(fromPage: firstGone)
             arena.flush()
         }
@@ -334,12 +344,12 @@ public final class MergeableFile: @unchecked Sendable {
         guard offset >= 0, length > 0 else { throw .invalid }
         lock.lockExclusive()
         defer { lock.unlock() }
-        try clearRange(offset: offset, end: min(_size, offset &+ length))
+        try clearRange(offset: offset, end: length > _size - offset ? _size : offset + length)
     }
 
     private func clearRange(offset: Int64, end: Int64) throws(FileError) {
         guard end > offset else { return }
-        let firstFull = Int((offset + 4095) >> 12)
+        let firstFull = MergeableFile.pageCount(offset)
         let lastFullEnd = Int(end >> 12)
         if firstFull > lastFullEnd {
             try zeroTail(from: offset, to: end)   // inside one page
@@ -370,6 +380,9 @@ public final class MergeableFile: @unchecked Sendable {
         lock.lockExclusive()
         defer { lock.unlock() }
         let first = Int(offset >> 12), last = Int((offset + length - 1) >> 12)
+        // More pages than the whole arena can hold fail at once (counting the holes of an
+        // 8 EiB range one by one would not end).
+        if last - first >= arena.capacity + pages.dataPages { throw .noSpace }
         var need = 0
         var p = first
         while p <= last, let h = pages.nextHole(from: p, limit: last + 1) { need += 1; p = h + 1 }
@@ -387,7 +400,7 @@ public final class MergeableFile: @unchecked Sendable {
     public func seek(from offset: Int64, data: Bool) -> Int64? {
         lock.withShared {
             guard offset >= 0, offset < _size else { return nil }
-            let limit = Int((_size + 4095) >> 12)
+            let limit = MergeableFile.pageCount(_size)
             let page = Int(offset >> 12)
             if data {
                 guard let d = pages.nextData(from: page, limit: limit) else { return nil }

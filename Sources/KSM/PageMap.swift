@@ -53,10 +53,24 @@ public struct PageMap {
     public static let chunkShift = 9
     public static let chunkPages = 1 << chunkShift
     static let chunkMask = chunkPages - 1
+    /// Chunks below this index live in one flat directory (the first 8 GiB of a file); the
+    /// rest in sparse groups of as many chunks, found by binary search, so that a page at any
+    /// offset up to 8 EiB costs one chunk and one group, not a directory spanning the file.
+    static let groupShift = 12
+    static let groupChunks = 1 << groupShift
+    static let groupMask = groupChunks - 1
+
+    struct Group {
+        let index: Int
+        let blocks: UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>
+        let items: UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>
+    }
 
     private(set) var blocks: UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>?
     private(set) var items: UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>?
     private(set) var chunkCapacity = 0
+    /// Groups of chunks past the flat directory, sorted by index.
+    private var groups: [Group] = []
     /// Non-hole pages (for st_blocks).
     public private(set) var dataPages = 0
 
@@ -73,28 +87,103 @@ public struct PageMap {
         blocks = nil
         items = nil
         chunkCapacity = 0
+        for g in groups { PageMap.free(g) }
+        groups = []
         dataPages = 0
     }
 
-    /// Number of chunks that could hold pages (the scanner's upper bound).
-    public var chunkCount: Int { chunkCapacity }
+    private static func free(_ g: Group) {
+        for i in 0..<groupChunks {
+            g.blocks[i]?.deallocate()
+            g.items[i]?.deallocate()
+        }
+        g.blocks.deallocate()
+        g.items.deallocate()
+    }
+
+    /// One past the last chunk that could hold pages (the scanner's upper bound).
+    public var chunkCount: Int {
+        if let last = groups.last { return (last.index + 1) << PageMap.groupShift }
+        return chunkCapacity
+    }
+
+    /// Position of the first group with index ≥ `g`.
+    private func groupPosition(atLeast g: Int) -> Int {
+        var lo = 0, hi = groups.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if groups[mid].index < g { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    private func group(_ g: Int) -> Group? {
+        let i = groupPosition(atLeast: g)
+        return i < groups.count && groups[i].index == g ? groups[i] : nil
+    }
+
+    /// The block array of chunk `c`, if any.
+    @inline(__always) func chunkBlocks(_ c: Int) -> UnsafeMutablePointer<UInt32>? {
+        if c < chunkCapacity { return blocks![c] }
+        if c < PageMap.groupChunks || groups.isEmpty { return nil }
+        return group(c >> PageMap.groupShift)?.blocks[c & PageMap.groupMask]
+    }
+
+    /// The item array of chunk `c`, if any.
+    @inline(__always) func chunkItems(_ c: Int) -> UnsafeMutablePointer<ScanItem>? {
+        if c < chunkCapacity { return items![c] }
+        if c < PageMap.groupChunks || groups.isEmpty { return nil }
+        return group(c >> PageMap.groupShift)?.items[c & PageMap.groupMask]
+    }
+
+    /// The directory slots of chunk `c` (created when missing).
+    private mutating func slots(_ c: Int) -> (UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>, UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>) {
+        if c < PageMap.groupChunks {
+            if c >= chunkCapacity {
+                var n = max(4, chunkCapacity)
+                while n <= c { n *= 2 }
+                let nb = UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>.allocate(capacity: n)
+                let ni = UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>.allocate(capacity: n)
+                nb.initialize(repeating: nil, count: n)
+                ni.initialize(repeating: nil, count: n)
+                if let blocks, let items {
+                    nb.update(from: blocks, count: chunkCapacity)
+                    ni.update(from: items, count: chunkCapacity)
+                    blocks.deallocate()
+                    items.deallocate()
+                }
+                blocks = nb
+                items = ni
+                chunkCapacity = n
+            }
+            return (blocks! + c, items! + c)
+        }
+        let g = c >> PageMap.groupShift
+        let i = groupPosition(atLeast: g)
+        if i == groups.count || groups[i].index != g {
+            let b = UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>.allocate(capacity: PageMap.groupChunks)
+            let it = UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>.allocate(capacity: PageMap.groupChunks)
+            b.initialize(repeating: nil, count: PageMap.groupChunks)
+            it.initialize(repeating: nil, count: PageMap.groupChunks)
+            groups.insert(Group(index: g, blocks: b, items: it), at: i)
+        }
+        return (groups[i].blocks + (c & PageMap.groupMask), groups[i].items + (c & PageMap.groupMask))
+    }
 
     @inline(__always) public func block(_ page: Int) -> UInt32 {
-        let c = page >> PageMap.chunkShift
-        guard c < chunkCapacity, let chunk = blocks![c] else { return BlockArena.hole }
+        guard let chunk = chunkBlocks(page >> PageMap.chunkShift) else { return BlockArena.hole }
         return chunk[page & PageMap.chunkMask]
     }
 
     /// Whether chunk `c` has any block array (pages may exist in it).
-    @inline(__always) func hasChunk(_ c: Int) -> Bool { c < chunkCapacity && blocks![c] != nil }
+    @inline(__always) func hasChunk(_ c: Int) -> Bool { chunkBlocks(c) != nil }
 
     /// Sets page `page` to `id` and returns the previous id (the caller owns both references).
     @discardableResult
     public mutating func set(_ page: Int, _ id: UInt32) -> UInt32 {
         let c = page >> PageMap.chunkShift
         if id == BlockArena.hole && !hasChunk(c) { return BlockArena.hole }
-        ensureChunk(c)
-        let slot = blocks![c]! + (page & PageMap.chunkMask)
+        let slot = ensureChunk(c) + (page & PageMap.chunkMask)
         let old = slot.pointee
         slot.pointee = id
         if old == BlockArena.hole && id != BlockArena.hole { dataPages += 1 }
@@ -102,58 +191,65 @@ public struct PageMap {
         return old
     }
 
-    private mutating func ensureChunk(_ c: Int) {
-        if c >= chunkCapacity {
-            var n = max(4, chunkCapacity)
-            while n <= c { n *= 2 }
-            let nb = UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>.allocate(capacity: n)
-            let ni = UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>.allocate(capacity: n)
-            nb.initialize(repeating: nil, count: n)
-            ni.initialize(repeating: nil, count: n)
-            if let blocks, let items {
-                nb.update(from: blocks, count: chunkCapacity)
-                ni.update(from: items, count: chunkCapacity)
-                blocks.deallocate()
-                items.deallocate()
-            }
-            blocks = nb
-            items = ni
-            chunkCapacity = n
-        }
-        if blocks![c] == nil {
-            let chunk = UnsafeMutablePointer<UInt32>.allocate(capacity: PageMap.chunkPages)
-            chunk.initialize(repeating: BlockArena.hole, count: PageMap.chunkPages)
-            blocks![c] = chunk
-        }
+    @discardableResult
+    private mutating func ensureChunk(_ c: Int) -> UnsafeMutablePointer<UInt32> {
+        if let chunk = chunkBlocks(c) { return chunk }
+        let (b, _) = slots(c)
+        let chunk = UnsafeMutablePointer<UInt32>.allocate(capacity: PageMap.chunkPages)
+        chunk.initialize(repeating: BlockArena.hole, count: PageMap.chunkPages)
+        b.pointee = chunk
+        return chunk
     }
 
     /// The scan item of `page`, creating the chunk's item array on first use (scanner only).
     @inline(__always) mutating func item(_ page: Int) -> UnsafeMutablePointer<ScanItem> {
         let c = page >> PageMap.chunkShift
+        if let chunk = chunkItems(c) { return chunk + (page & PageMap.chunkMask) }
         ensureChunk(c)
-        if items![c] == nil {
-            let chunk = UnsafeMutablePointer<ScanItem>.allocate(capacity: PageMap.chunkPages)
-            chunk.initialize(repeating: ScanItem(), count: PageMap.chunkPages)
-            items![c] = chunk
-        }
-        return items![c]! + (page & PageMap.chunkMask)
+        let (_, i) = slots(c)
+        let chunk = UnsafeMutablePointer<ScanItem>.allocate(capacity: PageMap.chunkPages)
+        chunk.initialize(repeating: ScanItem(), count: PageMap.chunkPages)
+        i.pointee = chunk
+        return chunk + (page & PageMap.chunkMask)
     }
 
     /// The scan item of `page` if one exists.
     @inline(__always) func existingItem(_ page: Int) -> UnsafeMutablePointer<ScanItem>? {
-        let c = page >> PageMap.chunkShift
-        guard c < chunkCapacity, let chunk = items![c] else { return nil }
+        guard let chunk = chunkItems(page >> PageMap.chunkShift) else { return nil }
         let p = chunk + (page & PageMap.chunkMask)
         return p.pointee.rawState == 0 ? nil : p
+    }
+
+    /// The first chunk ≥ `c` that has a block array, or nil.
+    private func nextChunk(from c: Int) -> Int? {
+        var c = max(0, c)
+        while c < chunkCapacity {
+            if blocks![c] != nil { return c }
+            c += 1
+        }
+        let start = max(c, PageMap.groupChunks)
+        var i = groupPosition(atLeast: start >> PageMap.groupShift)
+        while i < groups.count {
+            let g = groups[i]
+            let base = g.index << PageMap.groupShift
+            var k = start > base ? start - base : 0
+            while k < PageMap.groupChunks {
+                if g.blocks[k] != nil { return base + k }
+                k += 1
+            }
+            i += 1
+        }
+        return nil
     }
 
     /// First page index ≥ `from` and < `limit` that is not a hole, or nil.
     public func nextData(from: Int, limit: Int) -> Int? {
         var p = max(0, from)
         while p < limit {
-            let c = p >> PageMap.chunkShift
-            if c >= chunkCapacity { return nil }
-            guard let chunk = blocks![c] else { p = (c + 1) << PageMap.chunkShift; continue }
+            guard let c = nextChunk(from: p >> PageMap.chunkShift) else { return nil }
+            p = max(p, c << PageMap.chunkShift)
+            if p >= limit { return nil }
+            let chunk = chunkBlocks(c)!
             let end = min(limit, (c + 1) << PageMap.chunkShift)
             while p < end {
                 if chunk[p & PageMap.chunkMask] != BlockArena.hole { return p }
@@ -168,7 +264,7 @@ public struct PageMap {
         var p = max(0, from)
         while p < limit {
             let c = p >> PageMap.chunkShift
-            guard c < chunkCapacity, let chunk = blocks![c] else { return p }
+            guard let chunk = chunkBlocks(c) else { return p }
             let end = min(limit, (c + 1) << PageMap.chunkShift)
             while p < end {
                 if chunk[p & PageMap.chunkMask] == BlockArena.hole { return p }
@@ -178,22 +274,38 @@ public struct PageMap {
         return nil
     }
 
-    /// Drops chunk arrays that hold no page and no item at or past `firstPage`'s chunk boundary.
+    /// Drops chunk arrays that hold no page and no item at or past `firstPage`'s chunk boundary
+    /// (and groups left empty).
     mutating func trim(fromPage firstPage: Int) {
         let firstChunk = (firstPage + PageMap.chunkMask) >> PageMap.chunkShift
+        func drop(_ b: UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>, _ it: UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>) {
+            guard let chunk = b.pointee else { return }
+            for i in 0..<PageMap.chunkPages where chunk[i] != BlockArena.hole { return }
+            if let items = it.pointee {
+                for i in 0..<PageMap.chunkPages where items[i].rawState != 0 { return }
+                items.deallocate()
+                it.pointee = nil
+            }
+            chunk.deallocate()
+            b.pointee = nil
+        }
         var c = firstChunk
         while c < chunkCapacity {
-            if let chunk = blocks![c] {
-                var empty = true
-                for i in 0..<PageMap.chunkPages where chunk[i] != BlockArena.hole { empty = false; break }
-                if empty, items![c].map({ it in (0..<PageMap.chunkPages).allSatisfy { it[$0].rawState == 0 } }) ?? true {
-                    chunk.deallocate()
-                    blocks![c] = nil
-                    items![c]?.deallocate()
-                    items![c] = nil
-                }
-            }
+            drop(blocks! + c, items! + c)
             c += 1
         }
+        var kept: [Group] = []
+        for g in groups {
+            let base = g.index << PageMap.groupShift
+            if base + PageMap.groupMask >= firstChunk {
+                for k in max(0, firstChunk - base)..<PageMap.groupChunks { drop(g.blocks + k, g.items + k) }
+            }
+            if (0..<PageMap.groupChunks).allSatisfy({ g.blocks[$0] == nil && g.items[$0] == nil }) {
+                PageMap.free(g)
+            } else {
+                kept.append(g)
+            }
+        }
+        groups = kept
     }
 }
