@@ -15,6 +15,24 @@ final class ControlFile {
     /// For a stream (trace): a handle per open, reads that wait for data, and a release.
     var stream: (open: () -> UInt64, read: (UInt64, Int, Request) -> Result<[UInt8], Errno>, release: (UInt64) -> Void)?
 
+    // The text an open file reads: made at its read at offset 0 and kept until release, as
+    // sysfs does, so that a reader taking it in several reads never sees two values spliced
+    // ("0\n" then the tail of "1024\n").
+    private let snapshotLock = Mutex()
+    private var snapshots: [UInt64: [UInt8]] = [:]
+    private var nextHandle: UInt64 = 1
+
+    func openHandle() -> UInt64 { snapshotLock.withLock { defer { nextHandle += 1 }; return nextHandle } }
+
+    func text(handle: UInt64, offset: Int64) -> [UInt8] {
+        if offset > 0, let t = snapshotLock.withLock({ snapshots[handle] }) { return t }
+        let t = read()
+        if handle != 0 { snapshotLock.withLock { snapshots[handle] = t } }
+        return t
+    }
+
+    func release(handle: UInt64) { _ = snapshotLock.withLock { snapshots.removeValue(forKey: handle) } }
+
     init(name: String, isTunable: Bool, read: @escaping () -> [UInt8],
          write: @escaping (UnsafeRawBufferPointer) -> Result<Int, Errno> = { _ in .failure(.acces) }) {
         self.name = name

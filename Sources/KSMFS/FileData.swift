@@ -28,7 +28,7 @@ extension MemoryFileSystem {
                 if !mayWriteTunable(r) { return .failure(.acces) }
             }
             var reply = openReply(for: inode)
-            if let stream = cf.stream { reply.handle = stream.open(); reply.nonSeekable = true }
+            if let stream = cf.stream { reply.handle = stream.open(); reply.nonSeekable = true } else { reply.handle = cf.openHandle() }
             return .success(reply)
         }
         if inode.isDirectory && accmode != O_RDONLY { return .failure(.isdir) }
@@ -64,7 +64,7 @@ extension MemoryFileSystem {
             case .failure(let e): reply.fail(e)
             }
         case .control(let cf):
-            let text = cf.read()
+            let text = cf.text(handle: handle, offset: offset)
             let start = Int(min(Int64(text.count), max(0, offset)))
             let end = min(text.count, start + size)
             reply.send(Array(text[start..<end]))
@@ -157,7 +157,9 @@ extension MemoryFileSystem {
     public func fsync(_ r: Request, ino: UInt64, dataOnly: Bool, handle: UInt64) -> Errno? { nil }
     public func flush(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? { nil }
     public func release(_ r: Request, ino: UInt64, handle: UInt64, flags: Int32) -> Errno? {
-        if let inode = inode(ino), case .control(let cf) = inode.kind, let stream = cf.stream { stream.release(handle) }
+        if let inode = inode(ino), case .control(let cf) = inode.kind {
+            if let stream = cf.stream { stream.release(handle) } else { cf.release(handle: handle) }
+        }
         return nil
     }
 

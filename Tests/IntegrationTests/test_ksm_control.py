@@ -160,6 +160,25 @@ def test_read_format_and_reads_at_an_offset_return_the_rest_then_nothing(k, name
         assert f.read() == text and f.read() == b""
 
 
+def test_an_open_file_keeps_the_text_of_its_first_read_as_sysfs_does(k):
+    """A reader taking a value in several reads never sees two values spliced together:
+    the text is made at the read at offset 0 and kept until close (seq_file behaviour)."""
+    path = kpath(k, "pages_to_scan")
+    with open(path, "w") as w:
+        w.write("1000")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert os.read(fd, 2) == b"10"
+        with open(path, "w") as w:
+            w.write("7")
+        assert os.read(fd, 100) == b"00\n", "the rest of the text of the first read"
+        assert os.read(fd, 100) == b""
+        assert os.pread(fd, 100, 0) == b"7\n", "a read at offset 0 makes the text anew"
+    finally:
+        os.close(fd)
+    assert kread(k, "pages_to_scan") == b"7\n"
+
+
 # ---------------------------------------------------------------- parsing, one write(2) each
 
 # expected: a value read back (int, or the exact text) or -errno

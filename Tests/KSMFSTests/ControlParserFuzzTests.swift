@@ -6,18 +6,6 @@ import XCTest
 @testable import KSMFS
 
 final class ControlParserFuzzTests: XCTestCase {
-    struct Rng {
-        var s: UInt64
-        mutating func next() -> UInt64 {
-            s &+= 0x9E37_79B9_7F4A_7C15
-            var z = s
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-    }
-
     /// What the kernel's kstrtoull sees: up to the first NUL of the first 4096 bytes.
     static func visible(_ b: [UInt8]) -> [UInt8] {
         let head = b.prefix(4096)
