@@ -117,14 +117,13 @@ public final class MergeableFile: @unchecked Sendable {
     /// Whether every page behind `iov` is in memory (mincore, one call per run of adjacent
     /// pages; the zero page and holes count as resident).
     static func resident(_ iov: UnsafeBufferPointer<iovec>) -> Bool {
-        var vec = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        return withUnsafeMutableBytes(of: &vec) { raw -> Bool in
-            let flags = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64) { vec -> Bool in
+            let flags = vec.baseAddress!
             var i = 0
             while i < iov.count {
                 let start = UInt(bitPattern: iov[i].iov_base) & ~4095
                 var j = i + 1
-                while j < iov.count && j - i < raw.count
+                while j < iov.count && j - i < vec.count
                         && UInt(bitPattern: iov[j].iov_base) & ~4095 == start + UInt(j - i) * 4096 { j += 1 }
                 if mincore(UnsafeMutableRawPointer(bitPattern: start), (j - i) * 4096, flags) == 0 {
                     for k in 0..<(j - i) where flags[k] & 1 == 0 { return false }

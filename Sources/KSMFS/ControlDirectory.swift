@@ -27,7 +27,7 @@ final class ControlFile {
     func text(handle: UInt64, offset: Int64) -> [UInt8] {
         if offset > 0, let t = snapshotLock.withLock({ snapshots[handle] }) { return t }
         let t = read()
-        if handle != 0 { snapshotLock.withLock { snapshots[handle] = t } }
+        snapshotLock.withLock { snapshots[handle] = t }
         return t
     }
 

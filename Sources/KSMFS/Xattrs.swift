@@ -46,21 +46,17 @@ extension MemoryFileSystem {
         return c == UInt8(ascii: "1")
     }
 
-    private static func namespaceSupported(_ name: Name) -> Bool { classify(name) != .unsupported }
 
     public func setxattr(_ r: Request, ino: UInt64, name: Name, value: UnsafeRawBufferPointer, flags: Int32) -> Errno? {
         guard let inode = inode(ino) else { return .noent }
-        guard MemoryFileSystem.namespaceSupported(name) else { return .opnotsupp }
+        let kind = MemoryFileSystem.classify(name)
+        if kind == .unsupported { return .opnotsupp }
         if case .control = inode.kind { return .perm }
         if inode === controlDirectory { return .perm }
         if options.readOnly { return .rofs }
         let bytes = Array(value)
-        switch MemoryFileSystem.classify(name) {
-        case .mergeable: return setMergeable(inode, bytes, flags: flags)
-        case .figure: return .perm
-        case .unsupported: return .opnotsupp
-        case .plain: break
-        }
+        if kind == .mergeable { return setMergeable(inode, bytes, flags: flags) }
+        if case .figure = kind { return .perm }
         let err: Errno? = inode.meta.withLock {
             let exists = inode.xattrs[name] != nil
             if flags & xattrCreate != 0 && exists { return .exist }
@@ -124,11 +120,12 @@ extension MemoryFileSystem {
 
     public func getxattr(_ r: Request, ino: UInt64, name: Name, size: Int) -> Result<XattrReply, Errno> {
         guard let inode = inode(ino) else { return .failure(.noent) }
-        guard MemoryFileSystem.namespaceSupported(name) else { return .failure(.opnotsupp) }
-        if name == MemoryFileSystem.mergeableXattr, let f = inode.file {
+        let kind = MemoryFileSystem.classify(name)
+        if kind == .unsupported { return .failure(.opnotsupp) }
+        if kind == .mergeable, let f = inode.file {
             return .success(.data(Array((engine.isMergeable(f) ? "1" : "0").utf8)))
         }
-        if case .figure(let key) = MemoryFileSystem.classify(name), inode.file != nil || inode.isDirectory {
+        if case .figure(let key) = kind, inode.file != nil || inode.isDirectory {
             let figs = ksmFigures(inode)
             if key == "stat" {
                 let text = MemoryFileSystem.figureNames.map { "\($0) \(figs[$0]!)\n" }.joined()
@@ -154,9 +151,10 @@ extension MemoryFileSystem {
 
     public func removexattr(_ r: Request, ino: UInt64, name: Name) -> Errno? {
         guard let inode = inode(ino) else { return .noent }
-        guard MemoryFileSystem.namespaceSupported(name) else { return .opnotsupp }
+        let kind = MemoryFileSystem.classify(name)
+        if kind == .unsupported { return .opnotsupp }
         if options.readOnly { return .rofs }
-        if name == MemoryFileSystem.mergeableXattr, let f = inode.file {
+        if kind == .mergeable, let f = inode.file {
             // Back to the mount's default.
             _ = engine.setMergeable(f, options.mergeByDefault)
             return nil

@@ -124,6 +124,10 @@ struct CompareBench {
         let settleSleep = 1000
         let settle = tunables.sleepMillisecs < 20
         var gapLimit = Double(tunables.sleepMillisecs) / 2000
+        func unsettle() {
+            ctl.set("pages_to_scan", "\(tunables.pagesToScan)")
+            ctl.set("sleep_millisecs", "\(tunables.sleepMillisecs)")
+        }
         while true {
             let t = now()
             let f = Int(ctl.int("full_scans") - f0)
@@ -148,10 +152,7 @@ struct CompareBench {
             if f >= stopAt {
                 let s1 = ctl.int("pages_scanned")
                 ctl.set("run", "0")
-                if r.settledAtPass >= 0 {
-                    ctl.set("pages_to_scan", "\(tunables.pagesToScan)")
-                    ctl.set("sleep_millisecs", "\(tunables.sleepMillisecs)")
-                }
+                if r.settledAtPass >= 0 { unsettle() }
                 let s2 = ctl.int("pages_scanned"), f2 = Int(ctl.int("full_scans") - f0)
                 r.exactBoundary = f == stopAt && prevF == stopAt - 1 && t - prevPoll < gapLimit && s1 == s2 && f2 == f
                 r.stopPass = f2
@@ -171,10 +172,7 @@ struct CompareBench {
             }
             if t - t0 > timeout {
                 ctl.set("run", "0")
-                if r.settledAtPass >= 0 {
-                    ctl.set("pages_to_scan", "\(tunables.pagesToScan)")
-                    ctl.set("sleep_millisecs", "\(tunables.sleepMillisecs)")
-                }
+                if r.settledAtPass >= 0 { unsettle() }
                 log("  timeout after \(Int(timeout)) s: pass \(f), still growing at pass \(r.growthPass)")
                 r.stopPass = Int(ctl.int("full_scans") - f0)
                 break

@@ -497,6 +497,18 @@ def _page_in_and_check_one_block_each(m, s, sharing):
     assert _live_blocks(m) == LIVE + (SHARING - sharing), "live blocks after page-in"
 
 
+@contextlib.contextmanager
+def _oom_explained(s, m, memcg, phase):
+    """A failure while the daemon was OOM-killed is reported as that kill, with the kernel's
+    account of it, rather than as the read or assertion that noticed it."""
+    try:
+        yield
+    except (OSError, AssertionError) as e:
+        if not m.alive() or memcg.oom_kills() != s.kills:
+            raise AssertionError(_oom_report(s, m, phase)) from e
+        raise
+
+
 def _run(mounted, memcg, body):
     """Mount, run `body(m)`, and always lift the limit and take the daemon out of the cgroup
     before the harness unmounts; print the figures."""
@@ -516,7 +528,7 @@ def test_under_a_cgroup_limit_the_arena_goes_to_swap_and_a_shared_block_stays_on
     (and under a limit just above the metadata), then page-in with the limit lifted."""
     def body(m, figures):
         s = _merged_and_paged_out(m, memcg, figures)
-        try:
+        with _oom_explained(s, m, memcg, "page-out/scan/page-in"):
             # the scanner under pressure: full passes fault every mergeable page in and out
             start(m)
             c = settle(m, timeout=60, pages_shared=SHARED, pages_sharing=SHARING)
@@ -538,10 +550,6 @@ def test_under_a_cgroup_limit_the_arena_goes_to_swap_and_a_shared_block_stays_on
             assert memcg.oom_kills() == s.kills
             m.assert_alive()
             s.figures["total_s"] = round(time.monotonic() - s.t0, 1)
-        except (OSError, AssertionError) as e:
-            if not m.alive() or memcg.oom_kills() != s.kills:
-                raise AssertionError(_oom_report(s, m, "page-out/scan/page-in")) from e
-            raise
     _run(mounted, memcg, body)
 
 
@@ -551,7 +559,7 @@ def test_files_read_back_intact_under_the_limit_and_the_daemon_is_not_oom_killed
     metadata, and never an OOM kill; then page-in with the limit lifted."""
     def body(m, figures):
         s = _merged_and_paged_out(m, memcg, figures)
-        try:
+        with _oom_explained(s, m, memcg, "reading files back under the limit"):
             _verify_all(s)
             c = counters(m)
             assert (c["pages_shared"], c["pages_sharing"], c["cow_ksm"]) == \
@@ -590,8 +598,4 @@ def test_files_read_back_intact_under_the_limit_and_the_daemon_is_not_oom_killed
             assert memcg.oom_kills() == s.kills
             m.assert_alive()
             s.figures["total_s"] = round(time.monotonic() - s.t0, 1)
-        except (OSError, AssertionError) as e:
-            if not m.alive() or memcg.oom_kills() != s.kills:
-                raise AssertionError(_oom_report(s, m, "reading files back under the limit")) from e
-            raise
     _run(mounted, memcg, body)

@@ -6,18 +6,9 @@
 # Usage: mount-examples/container-images/demo.sh   (as root; env: KSMFS_BIN, CONTAINERS)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-BIN=${KSMFS_BIN:-$HERE/../../.build/release/ksmfs}
 N=${CONTAINERS:-8}
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}"/ksmfs-containers.XXXXXX)
-MNT=$TMP/mnt
-mkdir "$MNT"
-cleanup() {
-  if mountpoint -q "$MNT"; then fusermount3 -u "$MNT" || umount -l "$MNT"; fi
-  mountpoint -q "$MNT" || rm -rf "$TMP"
-}
-trap cleanup EXIT
+. "$HERE/../demo-lib.sh"
+demo_setup containers
 
 echo "== building a fake base image and $N container variants (outside the mount)"
 python3 "$HERE/fake_rootfs.py" base "$TMP/base"

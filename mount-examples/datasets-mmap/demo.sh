@@ -6,19 +6,10 @@
 # Usage: mount-examples/datasets-mmap/demo.sh      (as root; env: KSMFS_BIN, DATASET_MIB, WORKERS)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-BIN=${KSMFS_BIN:-$HERE/../../.build/release/ksmfs}
 MIB=${DATASET_MIB:-64}
 WORKERS=${WORKERS:-4}
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}"/ksmfs-datasets.XXXXXX)
-MNT=$TMP/mnt
-mkdir "$MNT"
-cleanup() {
-  if mountpoint -q "$MNT"; then fusermount3 -u "$MNT" || umount -l "$MNT"; fi
-  mountpoint -q "$MNT" || rm -rf "$TMP"
-}
-trap cleanup EXIT
+. "$HERE/../demo-lib.sh"
+demo_setup datasets
 
 "$BIN" "$MNT" -o size=$((MIB * WORKERS * 2))m,pidfile="$TMP/ksmfs.pid"
 PID=$(cat "$TMP/ksmfs.pid")

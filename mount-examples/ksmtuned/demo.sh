@@ -6,20 +6,11 @@
 # Usage: mount-examples/ksmtuned/demo.sh    (as root; env: KSMFS_BIN)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-BIN=${KSMFS_BIN:-$HERE/../../.build/release/ksmfs}
 TUNED=$HERE/ksmtuned.sh
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}"/ksmfs-ksmtuned.XXXXXX)
-MNT=$TMP/mnt
-mkdir "$MNT"
 LOOP_PID=""
-cleanup() {
-  [ -z "$LOOP_PID" ] || kill "$LOOP_PID" 2>/dev/null || true
-  if mountpoint -q "$MNT"; then fusermount3 -u "$MNT" || umount -l "$MNT"; fi
-  mountpoint -q "$MNT" || rm -rf "$TMP"
-}
-trap cleanup EXIT
+demo_extra_cleanup() { [ -z "$LOOP_PID" ] || kill "$LOOP_PID" 2>/dev/null || true; }
+. "$HERE/../demo-lib.sh"
+demo_setup ksmtuned
 KSM=$MNT/ksm
 expect() {  # expect WHAT GOT WANT
   if [ "$2" != "$3" ]; then echo "FAIL: $1 is $2, want $3" >&2; exit 1; fi

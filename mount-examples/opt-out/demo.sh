@@ -5,17 +5,8 @@
 # Usage: mount-examples/opt-out/demo.sh     (as root; env: KSMFS_BIN)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-BIN=${KSMFS_BIN:-$HERE/../../.build/release/ksmfs}
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}"/ksmfs-optout.XXXXXX)
-MNT=$TMP/mnt
-mkdir "$MNT"
-cleanup() {
-  if mountpoint -q "$MNT"; then fusermount3 -u "$MNT" || umount -l "$MNT"; fi
-  mountpoint -q "$MNT" || rm -rf "$TMP"
-}
-trap cleanup EXIT
+. "$HERE/../demo-lib.sh"
+demo_setup optout
 "$BIN" "$MNT" -o size=256m
 echo "== ksmfs mounted at $MNT"
 

@@ -5,17 +5,8 @@
 # Usage: mount-examples/watch/demo.sh       (as root; env: KSMFS_BIN)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-BIN=${KSMFS_BIN:-$HERE/../../.build/release/ksmfs}
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}"/ksmfs-watch.XXXXXX)
-MNT=$TMP/mnt
-mkdir "$MNT"
-cleanup() {
-  if mountpoint -q "$MNT"; then fusermount3 -u "$MNT" || umount -l "$MNT"; fi
-  mountpoint -q "$MNT" || rm -rf "$TMP"
-}
-trap cleanup EXIT
+. "$HERE/../demo-lib.sh"
+demo_setup watch
 "$BIN" "$MNT" -o size=512m
 echo "== ksmfs mounted at $MNT; 8 identical 16 MiB files (28672 pages to save)"
 python3 - "$MNT" <<'PY'
