@@ -27,3 +27,5 @@ int ksm_is_zero_range(const void *p, size_t n) {
 void ksm_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 size_t ksm_heap_in_use(void) { return mallinfo2().uordblks; }
+
+void ksm_heap_trim(void) { malloc_trim(0); }

@@ -105,14 +105,21 @@ final class Inode: @unchecked Sendable {
 /// A directory's entries in creation order: stable readdir offsets (index + 3) that survive
 /// removals (tombstones), compacted only when no handle has the directory open.
 final class Directory {
-    struct Entry {
+    /// A name in the directory. `seq` is the entry's place in readdir order, given when the
+    /// name was added and never changed: readdir offsets are sequence numbers, not positions,
+    /// so removed entries can be compacted away at any time, even while the directory is open
+    /// (a process holding a directory open must not make every deleted name cost memory).
+    struct Slot {
+        let seq: Int64
         let name: Name
-        let inode: Inode
+        var inode: Inode?
     }
-    private(set) var entries: [Entry?] = []
+    /// In ascending `seq` order; removed names stay as tombstones (inode nil) until compaction.
+    private var slots: [Slot] = []
+    /// Name → position in `slots` (rebuilt at compaction).
     private var index: [Name: Int] = [:]
     private var tombstones = 0
-    var openHandles = 0
+    private var nextSeq: Int64 = 0
     /// The parent directory's inode number (the root is its own parent).
     var parent: UInt64
 
@@ -125,6 +132,8 @@ final class Directory {
 
     var count: Int { index.count }
     var isEmpty: Bool { index.isEmpty }
+    /// Slots held, tombstones included (for tests: bounded by about twice `count`).
+    var storedSlots: Int { slots.count }
     /// Reported st_size: tmpfs style, a nominal 20 bytes per entry plus 40.
     var byteSize: Int { sizeLock.withLock { 40 + 20 * liveCount } }
 
@@ -132,38 +141,61 @@ final class Directory {
 
     func lookup(_ name: Name) -> Inode? {
         guard let i = index[name] else { return nil }
-        return entries[i]?.inode
+        return slots[i].inode
     }
 
     func insert(_ name: Name, _ inode: Inode) {
-        index[name] = entries.count
-        entries.append(Entry(name: name, inode: inode))
+        index[name] = slots.count
+        slots.append(Slot(seq: nextSeq, name: name, inode: inode))
+        nextSeq += 1
         recount()
     }
 
     @discardableResult
     func remove(_ name: Name) -> Inode? {
         guard let i = index.removeValue(forKey: name) else { return nil }
-        let inode = entries[i]?.inode
-        entries[i] = nil
+        let inode = slots[i].inode
+        slots[i].inode = nil
         tombstones += 1
         recount()
-        compactIfIdle()
+        compact()
         return inode
     }
 
-    /// Replaces the inode an existing name points at (rename over, exchange).
+    /// Replaces the inode an existing name points at (rename over, exchange); the name keeps
+    /// its place in readdir order.
     func replace(_ name: Name, with inode: Inode) {
         guard let i = index[name] else { insert(name, inode); return }
-        entries[i] = Entry(name: name, inode: inode)
+        slots[i].inode = inode
     }
 
-    func compactIfIdle() {
-        guard openHandles == 0, tombstones > 32, tombstones * 2 > entries.count else { return }
-        entries = entries.filter { $0 != nil }
-        index.removeAll(keepingCapacity: true)
-        for (i, e) in entries.enumerated() { index[e!.name] = i }
+    /// Drops tombstones once they are more than half the slots (amortized O(1) per remove).
+    private func compact() {
+        guard tombstones > 32, tombstones * 2 > slots.count else { return }
+        slots.removeAll { $0.inode == nil }
+        if slots.capacity > 64 && slots.count * 4 < slots.capacity {
+            slots = Array(slots)        // give back what a once-large directory used
+            index = [:]
+        } else {
+            index.removeAll(keepingCapacity: true)
+        }
+        for (i, s) in slots.enumerated() { index[s.name] = i }
         tombstones = 0
+    }
+
+    /// Visits the live entries from readdir position `from` (the sequence number of the first
+    /// entry wanted) on, in order; `body` returns false to stop.
+    func forEach(from: Int64 = 0, _ body: (_ seq: Int64, _ name: Name, _ inode: Inode) -> Bool) {
+        var lo = 0, hi = slots.count
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2
+            if slots[mid].seq < from { lo = mid + 1 } else { hi = mid }
+        }
+        while lo < slots.count {
+            let s = slots[lo]
+            if let inode = s.inode, !body(s.seq, s.name, inode) { return }
+            lo += 1
+        }
     }
 }
 

@@ -44,6 +44,8 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     private var table: [UInt64: Inode] = [:]
     private var nextIno: UInt64 = 2
     private var inodeCount = 0
+    /// Inodes freed since malloc last gave memory back (see `discard`).
+    private var freedSinceTrim = 0
     let root: Inode
     var controlDirectory: Inode!
 
@@ -109,6 +111,7 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
                 table.removeValue(forKey: ino)
                 if case .control = inode.kind {} else { inodeCount -= 1 }
                 dropped = inode
+                freedSinceTrim += 1
             }
         }
         dropped.map(discard)
@@ -122,6 +125,7 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
                 table.removeValue(forKey: inode.ino)
                 inodeCount -= 1
                 dropped = inode
+                freedSinceTrim += 1
             }
         }
         dropped.map(discard)
@@ -132,6 +136,17 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
             engine.unregister(f)
             f.releaseAll()
         }
+        // Every FUSE worker thread allocates from its own malloc arena, and an arena gives
+        // back only its top: after many files are deleted, the memory of their inodes, names
+        // and page maps stays resident in the middle of the arenas. Trimming every few
+        // thousand deletions returns it (the daemon's RSS falls after `rm -r` as tmpfs's slab
+        // memory does), at a cost of well under a millisecond per thousand files.
+        let trim = tableLock.withExclusive { () -> Bool in
+            guard freedSinceTrim >= 4096 else { return false }
+            freedSinceTrim = 0
+            return true
+        }
+        if trim { BlockArena.trimHeap() }
     }
 
     // MARK: helpers

@@ -308,22 +308,7 @@ extension MemoryFileSystem {
     // MARK: directories
 
     public func opendir(_ r: Request, ino: UInt64, flags: Int32) -> Result<OpenReply, Errno> {
-        namespace.withLock {
-            directory(ino).map { (_, dir) in
-                dir.openHandles += 1
-                return OpenReply()
-            }
-        }
-    }
-
-    public func releasedir(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? {
-        namespace.withLock {
-            if case .success(let (_, dir)) = directory(ino) {
-                dir.openHandles -= 1
-                dir.compactIfIdle()
-            }
-        }
-        return nil
+        namespace.withLock { directory(ino).map { _ in OpenReply() } }
     }
 
     public func readdir(_ r: Request, ino: UInt64, offset: Int64, handle: UInt64, into buffer: inout DirectoryBuffer) -> Errno? {
@@ -340,14 +325,10 @@ extension MemoryFileSystem {
                     guard buffer.add(name: "..", ino: dir.parent, mode: S_IFDIR, nextOffset: 2) else { return nil }
                     off = 2
                 }
-                var i = Int(off - 2)
-                let entries = dir.entries
-                while i < entries.count {
-                    if let e = entries[i] {
-                        let mode = e.inode.meta.withLock { e.inode.mode }
-                        guard buffer.add(name: e.name, ino: e.inode.ino, mode: mode, nextOffset: Int64(i + 3)) else { break }
-                    }
-                    i += 1
+                // Offset 2 + seq resumes at the entry with sequence number seq.
+                dir.forEach(from: off - 2) { seq, name, inode in
+                    let mode = inode.meta.withLock { inode.mode }
+                    return buffer.add(name: name, ino: inode.ino, mode: mode, nextOffset: seq + 3)
                 }
                 dirInode.touch(a: true)
                 return nil

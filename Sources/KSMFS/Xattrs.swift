@@ -103,7 +103,7 @@ extension MemoryFileSystem {
                 files += 1
                 if engine.isMergeable(f) { mergeable += 1 }
             } else if let d = i.directory, depth < 64 {
-                for e in d.entries { if let e { visit(e.inode, depth: depth + 1) } }
+                d.forEach { _, _, child in visit(child, depth: depth + 1); return true }
             }
         }
         namespace.withLock { visit(inode, depth: 0) }

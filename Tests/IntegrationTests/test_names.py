@@ -197,6 +197,40 @@ def test_rmdir_of_a_file_is_ENOTDIR_and_unlink_of_a_dir_is_EISDIR(d):
         os.unlink(os.path.join(d, "sub"))
 
 
+def test_deleting_each_entry_as_it_is_read_skips_none_as_rm_r_does(d):
+    """rm -r and find -delete unlink each name as readdir returns it, across many getdents
+    calls; the directory is compacted while it is open, and no name may be skipped."""
+    names = {f"entry-{i:05d}-" + "x" * 40 for i in range(6000)}
+    for n in names:
+        os.mknod(os.path.join(d, n), stat.S_IFREG | 0o644)
+    seen = []
+    with os.scandir(d) as it:
+        for e in it:
+            seen.append(e.name)
+            os.unlink(e.path)
+    assert os.listdir(d) == [], f"{len(os.listdir(d))} names skipped by the walk"
+    assert sorted(seen) == sorted(names)
+
+
+def test_a_walk_lists_once_every_name_that_stays_while_others_come_and_go(d):
+    """While a directory is read in many getdents calls, other names are removed and added;
+    each name present throughout is listed exactly once (POSIX leaves the others open)."""
+    stay = {f"stay-{i:05d}" for i in range(3000)}
+    go = [f"go-{i:05d}" for i in range(3000)]
+    for n in list(stay) + go:
+        os.mknod(os.path.join(d, n), stat.S_IFREG | 0o644)
+    seen = []
+    with os.scandir(d) as it:
+        for k, e in enumerate(it):
+            seen.append(e.name)
+            if k % 2 == 0 and go:
+                os.unlink(os.path.join(d, go.pop()))
+                os.mknod(os.path.join(d, f"new-{k:05d}"), stat.S_IFREG | 0o644)
+    listed = [n for n in seen if n in stay]
+    assert len(listed) == len(set(listed)), "a name listed twice"
+    assert set(listed) == stay, f"{len(stay - set(listed))} names missed"
+
+
 # --- name lengths --------------------------------------------------------------------------
 
 def test_names_of_255_bytes_work_and_256_bytes_are_ENAMETOOLONG(d):

@@ -1,6 +1,6 @@
 // The seeded generator of the fuzz tests (splitmix64): the same seed, the same inputs.
 
-struct Rng {
+struct Rng: RandomNumberGenerator {
     var s: UInt64
     mutating func next() -> UInt64 {
         s &+= 0x9E37_79B9_7F4A_7C15

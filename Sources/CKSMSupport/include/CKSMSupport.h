@@ -17,6 +17,8 @@ int ksm_is_zero_range(const void *p, size_t n);
 void ksm_set_thread_name(const char *name);
 /* Bytes of heap in use (mallinfo2), for allocation checks in benchmarks. */
 size_t ksm_heap_in_use(void);
+/* Returns free heap memory of every malloc arena to the OS (malloc_trim). */
+void ksm_heap_trim(void);
 
 static inline uint32_t ksm_atomic_load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void ksm_atomic_store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
