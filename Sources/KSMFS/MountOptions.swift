@@ -10,6 +10,15 @@ public struct MountOptions {
     /// Where a daemonized ksmfs logs (`log=`; default syslog) and writes its pid (`pidfile=`).
     public var logFile: String?
     public var pidFile: String?
+    /// The kernel's read-ahead for the mount in bytes (`readahead=`; 0 keeps the kernel's
+    /// 128 KiB), and whether it was asked for (a failure to set it is then a warning).
+    public var readahead = MountOptions.defaultReadahead
+    public var readaheadExplicit = false
+    /// 1 MiB: a cold sequential read then reaches the daemon as 1 MiB requests (max_write's
+    /// size) instead of 128 KiB ones. Measured with `ksmfs-bench io`: cold reads ~1.3x faster
+    /// than at 128 KiB with 1 MiB and 4 KiB blocks alike; 4 MiB is slower again.
+    public static let defaultReadahead = 1 << 20
+    public static let maxReadahead = 1 << 30
 
     public struct Invalid: Error, CustomStringConvertible {
         public let description: String
@@ -35,6 +44,7 @@ public struct MountOptions {
         var fuse: [String] = []
         var hasFsname = false, hasSubtype = false
         var logFile: String?, pidFile: String?
+        var readahead = defaultReadahead, readaheadExplicit = false
         for word in words where !word.isEmpty {
             let parts = word.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = String(parts[0])
@@ -77,6 +87,14 @@ public struct MountOptions {
                 case "none": fs.mergeByDefault = false
                 default: throw Invalid(description: "bad value for merge: '\(v)' (all or none)")
                 }
+            case "readahead":
+                let v = try need()
+                guard let bytes = parseSize(v, ram: nil), bytes >= 0 else {
+                    throw Invalid(description: "bad value for readahead: '\(v)' (bytes, with k/m/g, e.g. readahead=1m; 0 keeps the kernel's)")
+                }
+                guard bytes <= maxReadahead else { throw Invalid(description: "readahead '\(v)' is larger than 1g") }
+                readahead = (bytes + 4095) & ~4095     // whole pages: 1..4095 must not mean 0
+                readaheadExplicit = true
             case "log": logFile = try need()
             case "pidfile": pidFile = try need()
             case "writeback_cache": fs.writebackCache = true
@@ -100,7 +118,8 @@ public struct MountOptions {
         fuse += ["default_permissions", "auto_unmount"]
         if !hasFsname { fuse.append("fsname=ksmfs") }
         if !hasSubtype { fuse.append("subtype=ksmfs") }
-        return MountOptions(filesystem: fs, fuseOptions: fuse, logFile: logFile, pidFile: pidFile)
+        return MountOptions(filesystem: fs, fuseOptions: fuse, logFile: logFile, pidFile: pidFile,
+                            readahead: readahead, readaheadExplicit: readaheadExplicit)
     }
 
     /// "4096", "64k", "2g", "25%" -> bytes (binary units); nil when malformed or overflowing.

@@ -19,6 +19,35 @@ public enum MountTable {
 
     public static func isKSMFSMount(_ path: String) -> Bool { ksmfsMounts().contains(path) }
 
+    /// The device ("major:minor") of the topmost mount at `path`, from /proc/self/mountinfo
+    /// (read without touching the filesystem, which may not answer yet).
+    public static func device(of path: String) -> String? {
+        guard let f = fopen("/proc/self/mountinfo", "r") else { return nil }
+        defer { fclose(f) }
+        var found: String?
+        var line: UnsafeMutablePointer<CChar>? = nil
+        var cap = 0
+        while getline(&line, &cap, f) > 0 {
+            let fields = String(cString: line!).split(separator: " ")
+            if fields.count >= 5 && unescape(String(fields[4])) == path { found = String(fields[2]) }
+        }
+        free(line)
+        return found
+    }
+
+    /// Sets the kernel's read-ahead of the mount at `path` (its backing device's
+    /// read_ahead_kb in sysfs; root only). Returns nil on success, else why not.
+    public static func setReadahead(bytes: Int, of path: String) -> String? {
+        guard let dev = device(of: path) else { return "\(path) is not in /proc/self/mountinfo" }
+        let file = "/sys/class/bdi/\(dev)/read_ahead_kb"
+        let fd = open(file, O_WRONLY)
+        guard fd >= 0 else { return "\(file): \(String(cString: strerror(errno)))" }
+        defer { close(fd) }
+        let text = "\(bytes >> 10)\n"
+        let n = text.withCString { Glibc.write(fd, $0, strlen($0)) }
+        return n < 0 ? "\(file): \(String(cString: strerror(errno)))" : nil
+    }
+
     /// /proc/mounts escapes space, tab, newline and backslash as octal.
     static func unescape(_ s: String) -> String {
         var out: [UInt8] = []

@@ -14,6 +14,7 @@ let mountOptionsHelp = """
       mode=OCTAL,uid=N,gid=N   the root directory's mode and owner (default 1777, 0, 0)
       merge=all|none      whether new files are mergeable (default all; per file: user.ksm.mergeable)
       no_writeback_cache  send every write to the daemon at once (slower small writes)
+      readahead=N[k|m]    the kernel's read-ahead for the mount (default 1m, as root; 0 = the kernel's 128k)
       log=FILE            where a daemonized ksmfs logs (default: syslog)
       pidfile=FILE        write the daemon's pid there
       allow_other, ro, noatime and the usual FUSE mount options
@@ -80,6 +81,10 @@ struct MountCommand: ParsableCommand {
         do { session = try Session(filesystem: fs, options: parsed.fuseOptions, debug: debug) } catch { fail("\(error)") }
         do { try session.mount(at: absolute) } catch {
             fail("could not mount \(absolute): \(error) (permission denied? try as root, or check /etc/fuse.conf for allow_other)")
+        }
+        if parsed.readahead > 0, let why = MountTable.setReadahead(bytes: parsed.readahead, of: absolute) {
+            let message: Logger.Message = "read-ahead left at the kernel's default: \(why)"
+            if parsed.readaheadExplicit { logger.warning(message) } else { logger.debug(message) }
         }
         if daemon && !session.daemonize(foreground: false) { fail("could not detach from the terminal") }
         if let pidFile = parsed.pidFile {

@@ -102,7 +102,8 @@ def test_already_mounted_mountpoint_is_a_one_line_error_and_the_first_mount_live
 
 
 @pytest.mark.parametrize("opt", ["size=banana", "size=12q", "size=-5m", "nr_inodes=banana",
-                                 "mode=0999", "uid=banana", "gid=banana"])
+                                 "mode=0999", "uid=banana", "gid=banana", "readahead=banana",
+                                 "readahead=-1", "readahead=2g"])
 def test_bad_option_value_is_a_one_line_error_and_leaves_no_mount(tmp_path, opt):
     mp = tmp_path / "mp"
     mp.mkdir()

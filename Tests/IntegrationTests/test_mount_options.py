@@ -1,9 +1,12 @@
 # Mount options shared with tmpfs: ro refuses every change with EROFS, and mode=, uid=,
-# gid= set the root directory's attributes (which then govern who may create there).
+# gid= set the root directory's attributes (which then govern who may create there); and
+# ksmfs's readahead=, the kernel's read-ahead window for the mount.
 
 import errno
 import os
 import stat
+
+import pytest
 
 from fsops import mount_entry, raises_errno, run_as
 
@@ -45,3 +48,30 @@ def test_mode_1777_root_lets_any_user_create_but_keeps_the_sticky_bit(mounted):
         path = os.path.join(m.path, "anyones")
         assert run_as(65534, 65534, f"print(errname(os.mkdir, {path!r}))") == "OK"
         assert os.stat(path).st_uid == 65534
+
+
+def _read_ahead_kb(path):
+    with open("/proc/self/mountinfo") as f:
+        dev = [line.split()[2] for line in f if line.split()[4] == path][-1]
+    with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as f:
+        return int(f.read())
+
+
+@pytest.mark.ksmfs_only
+@pytest.mark.parametrize("opt,kib", [("", 1024), ("readahead=256k", 256), ("readahead=3000", 4),
+                                     ("readahead=0", 128)])
+def test_readahead_sets_the_mounts_read_ahead_window(mounted, opt, kib):
+    """By default a cold sequential read reaches the daemon in 1 MiB requests (the kernel's
+    default window is 128 KiB); readahead= sets it in whole pages, 0 leaves the kernel's."""
+    with mounted(",".join(o for o in ("size=64m", opt) if o)) as m:
+        assert _read_ahead_kb(m.path) == kib
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        with open(os.path.join(m.path, "f"), "wb") as f:
+            f.write(data)
+        fd = os.open(os.path.join(m.path, "f"), os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            got = b"".join(iter(lambda: os.read(fd, 4096), b""))
+        finally:
+            os.close(fd)
+        assert got == data
