@@ -4,6 +4,7 @@
 #include "CKSMSupport.h"
 #include <sys/prctl.h>
 #include <malloc.h>
+#include <sys/sysinfo.h>
 
 uint64_t ksm_xxh64(const void *data, size_t len, uint64_t seed) {
     return XXH64(data, len, seed);
@@ -29,3 +30,9 @@ void ksm_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); 
 size_t ksm_heap_in_use(void) { return mallinfo2().uordblks; }
 
 void ksm_heap_trim(void) { malloc_trim(0); }
+
+int ksm_swap_configured(void) {
+    struct sysinfo info;
+    if (sysinfo(&info) != 0) return 1;
+    return info.totalswap > 0;
+}

@@ -115,9 +115,11 @@ public final class MergeableFile: @unchecked Sendable {
     }
 
     /// Whether every page behind `iov` is in memory (mincore, one call per run of adjacent
-    /// pages; the zero page and holes count as resident).
+    /// pages; the zero page and holes count as resident). Without swap no arena page can be
+    /// out of memory, and the check (a fifth of the daemon's CPU on cold reads) is skipped.
     static func resident(_ iov: UnsafeBufferPointer<iovec>) -> Bool {
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64) { vec -> Bool in
+        if !SwapState.configured() { return true }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256) { vec -> Bool in
             let flags = vec.baseAddress!
             var i = 0
             while i < iov.count {
@@ -496,5 +498,28 @@ public final class MergeableFile: @unchecked Sendable {
 
     private func releaseAllLocked() {
         removePages(from: 0, to: pages.chunkCount << PageMap.chunkShift)
+    }
+}
+
+/// Whether the system has any swap (sysinfo's total swap), looked up at most every 10 ms:
+/// swapon takes effect for reads within that time, long before the first page could be
+/// reclaimed to it.
+enum SwapState {
+    /// [0]: CLOCK_MONOTONIC_COARSE nanoseconds of the next lookup; [1]: 1 when swap exists.
+    nonisolated(unsafe) private static let words: UnsafeMutablePointer<Int64> = {
+        let p = UnsafeMutablePointer<Int64>.allocate(capacity: 2)
+        p.initialize(repeating: 0, count: 2)
+        return p
+    }()
+
+    static func configured() -> Bool {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+        let now = Int64(ts.tv_sec) &* 1_000_000_000 &+ Int64(ts.tv_nsec)
+        if now < ksm_atomic_load64(words) { return ksm_atomic_load64(words + 1) != 0 }
+        let present = ksm_swap_configured() != 0
+        ksm_atomic_store64(words + 1, present ? 1 : 0)
+        ksm_atomic_store64(words, now &+ 10_000_000)
+        return present
     }
 }

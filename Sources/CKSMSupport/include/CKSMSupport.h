@@ -19,6 +19,8 @@ void ksm_set_thread_name(const char *name);
 size_t ksm_heap_in_use(void);
 /* Returns free heap memory of every malloc arena to the OS (malloc_trim). */
 void ksm_heap_trim(void);
+/* 1 when the system has swap (sysinfo's totalswap), or when that cannot be told; else 0. */
+int ksm_swap_configured(void);
 
 static inline uint32_t ksm_atomic_load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void ksm_atomic_store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
