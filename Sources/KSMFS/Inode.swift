@@ -132,8 +132,9 @@ final class Directory {
 
     var count: Int { index.count }
     var isEmpty: Bool { index.isEmpty }
-    /// Slots held, tombstones included (for tests: bounded by about twice `count`).
+    /// Slots held, tombstones included, and the room reserved for them (for tests).
     var storedSlots: Int { slots.count }
+    var slotCapacity: Int { slots.capacity }
     /// Reported st_size: tmpfs style, a nominal 20 bytes per entry plus 40.
     var byteSize: Int { sizeLock.withLock { 40 + 20 * liveCount } }
 
@@ -170,15 +171,11 @@ final class Directory {
     }
 
     /// Drops tombstones once they are more than half the slots (amortized O(1) per remove).
+    /// The survivors go to a new array, so a directory that shrank gives its memory back.
     private func compact() {
         guard tombstones > 32, tombstones * 2 > slots.count else { return }
-        slots.removeAll { $0.inode == nil }
-        if slots.capacity > 64 && slots.count * 4 < slots.capacity {
-            slots = Array(slots)        // give back what a once-large directory used
-            index = [:]
-        } else {
-            index.removeAll(keepingCapacity: true)
-        }
+        slots = slots.filter { $0.inode != nil }
+        index = Dictionary(minimumCapacity: slots.count)
         for (i, s) in slots.enumerated() { index[s.name] = i }
         tombstones = 0
     }

@@ -44,7 +44,7 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     private var table: [UInt64: Inode] = [:]
     private var nextIno: UInt64 = 2
     private var inodeCount = 0
-    /// Inodes freed since malloc last gave memory back (see `discard`).
+    /// Inodes freed since malloc last gave memory back (see `removeLocked`).
     private var freedSinceTrim = 0
     let root: Inode
     var controlDirectory: Inode!
@@ -104,47 +104,50 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     public func forget(ino: UInt64, lookups: UInt64) {
         guard ino != 1 else { return }
         var dropped: Inode?
+        var trim = false
         tableLock.withExclusive {
             guard let inode = table[ino] else { return }
             inode.lookups = inode.lookups >= lookups ? inode.lookups - lookups : 0
             if inode.lookups == 0 && inode.meta.withLock({ inode.nlink }) == 0 {
-                table.removeValue(forKey: ino)
-                if case .control = inode.kind {} else { inodeCount -= 1 }
+                trim = removeLocked(inode)
                 dropped = inode
-                freedSinceTrim += 1
             }
         }
-        dropped.map(discard)
+        if let dropped { discard(dropped, trim: trim) }
     }
 
     /// An inode whose last name went away: free it now if the kernel holds no reference.
     func unlinked(_ inode: Inode) {
-        var dropped: Inode?
+        var dropped = false
+        var trim = false
         tableLock.withExclusive {
             if inode.lookups == 0 && inode.meta.withLock({ inode.nlink }) == 0 && table[inode.ino] != nil {
-                table.removeValue(forKey: inode.ino)
-                inodeCount -= 1
-                dropped = inode
-                freedSinceTrim += 1
+                trim = removeLocked(inode)
+                dropped = true
             }
         }
-        dropped.map(discard)
+        if dropped { discard(inode, trim: trim) }
     }
 
-    private func discard(_ inode: Inode) {
+    /// Takes `inode` out of the table (tableLock held). Returns whether malloc should give
+    /// memory back now: every FUSE worker thread allocates from its own malloc arena, and an
+    /// arena gives back only its top, so after many files are deleted the memory of their
+    /// inodes, names and page maps stays resident in the middle of the arenas. Trimming every
+    /// 4,096 freed inodes returns it (the daemon's RSS falls after `rm -r`, as tmpfs's slab
+    /// memory does), at well under a millisecond per thousand files.
+    private func removeLocked(_ inode: Inode) -> Bool {
+        table.removeValue(forKey: inode.ino)
+        if case .control = inode.kind {} else { inodeCount -= 1 }
+        freedSinceTrim += 1
+        guard freedSinceTrim >= 4096 else { return false }
+        freedSinceTrim = 0
+        return true
+    }
+
+    private func discard(_ inode: Inode, trim: Bool) {
         if let f = inode.file {
             engine.unregister(f)
             f.releaseAll()
-        }
-        // Every FUSE worker thread allocates from its own malloc arena, and an arena gives
-        // back only its top: after many files are deleted, the memory of their inodes, names
-        // and page maps stays resident in the middle of the arenas. Trimming every few
-        // thousand deletions returns it (the daemon's RSS falls after `rm -r` as tmpfs's slab
-        // memory does), at a cost of well under a millisecond per thousand files.
-        let trim = tableLock.withExclusive { () -> Bool in
-            guard freedSinceTrim >= 4096 else { return false }
-            freedSinceTrim = 0
-            return true
         }
         if trim { BlockArena.trimHeap() }
     }

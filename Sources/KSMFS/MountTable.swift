@@ -1,18 +1,21 @@
-// Reads /proc/mounts to find ksmfs mounts (for "already mounted" and `ksmfs status`).
+// Reads /proc/mounts to find ksmfs mounts (for "already mounted" and `ksmfs status`), and
+// sets a mount's read-ahead through its backing device in sysfs.
 import Glibc
 
 public enum MountTable {
     /// Mountpoints of fuse.ksmfs filesystems, in /proc/mounts order.
     public static func ksmfsMounts() -> [String] {
-        guard let f = fopen("/proc/mounts", "r") else { return [] }
+        lines("/proc/mounts").filter { $0.count >= 3 && $0[2] == "fuse.ksmfs" }.map { unescape(String($0[1])) }
+    }
+
+    /// The space-separated fields of each line of `path` (empty when it cannot be read).
+    private static func lines(_ path: String) -> [[Substring]] {
+        guard let f = fopen(path, "r") else { return [] }
         defer { fclose(f) }
-        var result: [String] = []
+        var result: [[Substring]] = []
         var line: UnsafeMutablePointer<CChar>? = nil
         var cap = 0
-        while getline(&line, &cap, f) > 0 {
-            let fields = String(cString: line!).split(separator: " ")
-            if fields.count >= 3 && fields[2] == "fuse.ksmfs" { result.append(unescape(String(fields[1]))) }
-        }
+        while getline(&line, &cap, f) > 0 { result.append(String(cString: line!).split(separator: " ")) }
         free(line)
         return result
     }
@@ -22,17 +25,7 @@ public enum MountTable {
     /// The device ("major:minor") of the topmost mount at `path`, from /proc/self/mountinfo
     /// (read without touching the filesystem, which may not answer yet).
     public static func device(of path: String) -> String? {
-        guard let f = fopen("/proc/self/mountinfo", "r") else { return nil }
-        defer { fclose(f) }
-        var found: String?
-        var line: UnsafeMutablePointer<CChar>? = nil
-        var cap = 0
-        while getline(&line, &cap, f) > 0 {
-            let fields = String(cString: line!).split(separator: " ")
-            if fields.count >= 5 && unescape(String(fields[4])) == path { found = String(fields[2]) }
-        }
-        free(line)
-        return found
+        lines("/proc/self/mountinfo").last { $0.count >= 5 && unescape(String($0[4])) == path }.map { String($0[2]) }
     }
 
     /// Sets the kernel's read-ahead of the mount at `path` (its backing device's

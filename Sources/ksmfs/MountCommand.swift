@@ -82,9 +82,10 @@ struct MountCommand: ParsableCommand {
         do { try session.mount(at: absolute) } catch {
             fail("could not mount \(absolute): \(error) (permission denied? try as root, or check /etc/fuse.conf for allow_other)")
         }
-        if parsed.readahead > 0, let why = MountTable.setReadahead(bytes: parsed.readahead, of: absolute) {
+        let readahead = parsed.readahead ?? MountOptions.defaultReadahead
+        if readahead > 0, let why = MountTable.setReadahead(bytes: readahead, of: absolute) {
             let message: Logger.Message = "read-ahead left at the kernel's default: \(why)"
-            if parsed.readaheadExplicit { logger.warning(message) } else { logger.debug(message) }
+            if parsed.readahead != nil { logger.warning(message) } else { logger.debug(message) }
         }
         if daemon && !session.daemonize(foreground: false) { fail("could not detach from the terminal") }
         if let pidFile = parsed.pidFile {

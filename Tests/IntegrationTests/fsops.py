@@ -24,6 +24,15 @@ def ksmfs_bin():
     return os.environ.get("KSMFS_BIN") or DEFAULT_BIN
 
 
+def rss(pid):
+    """The process's resident set (VmRSS) in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
 def mount_entry(path):
     """The last /proc/mounts entry (split into fields) for mountpoint `path`, or None."""
     path = os.path.realpath(path)

@@ -18,6 +18,11 @@ def kget(m, name):
         return f.read()
 
 
+def kval(m, name):
+    """The file's value without its newline."""
+    return kget(m, name).strip()
+
+
 def kset(m, name, value):
     fd = os.open(kpath(m, name), os.O_WRONLY)
     try:

@@ -10,17 +10,9 @@ import time
 
 import pytest
 
-from fsops import FSTYPE, MiB, is_mounted, ksmfs_bin, write_file
+from fsops import FSTYPE, is_mounted, ksmfs_bin, MiB, rss, write_file
 
 pytestmark = pytest.mark.ksmfs_only
-
-
-def _rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def test_daemon_RSS_falls_by_200_MiB_after_deleting_256_MiB_of_files(mounted):
@@ -29,13 +21,13 @@ def test_daemon_RSS_falls_by_200_MiB_after_deleting_256_MiB_of_files(mounted):
         os.mkdir(work)
         for i in range(8):
             write_file(os.path.join(work, f"f{i}"), os.urandom(32 * MiB))  # fsync'ed
-        full = _rss_bytes(m.pid)
+        full = rss(m.pid)
         for i in range(8):
             os.unlink(os.path.join(work, f"f{i}"))
         deadline = time.monotonic() + 5
-        while full - _rss_bytes(m.pid) < 200 * MiB and time.monotonic() < deadline:
+        while full - rss(m.pid) < 200 * MiB and time.monotonic() < deadline:
             time.sleep(0.1)
-        after = _rss_bytes(m.pid)
+        after = rss(m.pid)
         assert full - after >= 200 * MiB, \
             f"RSS {full / MiB:.0f} MiB -> {after / MiB:.0f} MiB after deleting 256 MiB"
 

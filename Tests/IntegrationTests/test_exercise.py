@@ -14,17 +14,10 @@ import sys
 import pytest
 
 from fsops import REPO_ROOT, read_cold, write_file
+from ksmops import kset
 
 EXERCISE = os.path.join(REPO_ROOT, "tools", "exercise.py")
 STEPS = 3000
-
-
-def _ksm_set(m, name, value):
-    fd = os.open(os.path.join(m.path, "ksm", name), os.O_WRONLY)
-    try:
-        os.write(fd, f"{value}\n".encode())
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.parametrize("cache", ["writeback", "no_writeback_cache"])
@@ -35,7 +28,7 @@ def test_exercise_3000_random_syscalls_match_the_model(mounted, target, seed, ca
     with mounted("size=256m" + ("," + cache if cache != "writeback" else "")) as m:
         if target == "ksmfs":
             for name, value in (("pages_to_scan", 10000), ("sleep_millisecs", 0), ("run", 1)):
-                _ksm_set(m, name, value)
+                kset(m, name, value)
         r = subprocess.run([sys.executable, EXERCISE, "--target", m.path, "--seed", str(seed),
                             "--steps", str(STEPS)], capture_output=True, text=True, timeout=120)
         m.assert_alive()

@@ -2,8 +2,7 @@
 # acknowledged intact, nothing past it), `run=2` when the private copies do not fit (ENOMEM,
 # run reads 0, every file intact), the daemon killed with SIGKILL (auto_unmount releases the
 # mountpoint within 5 s and a new daemon mounts there cleanly), SIGTERM while files are open
-# and a mapping is live (exit 0, mount gone), and a read-only mount (EROFS everywhere a write
-# would go, reads and ksm/ counters still served).
+# and a mapping is live (exit 0, mount gone). (A read-only mount is in test_mount_options.py.)
 
 import errno
 import mmap
@@ -17,6 +16,7 @@ import time
 import pytest
 
 from fsops import FSTYPE, MiB, PAGE, is_mounted, ksmfs_bin, raises_errno, read_cold, write_file
+from ksmops import kset, kval
 
 
 def _direct_write_until_error(path, total, chunk, seed):
@@ -70,19 +70,6 @@ def test_O_DIRECT_write_of_16_MiB_into_8_MiB_stops_at_ENOSPC_with_what_was_ackno
 
 # ---------------------------------------------------------------- ksm/run=2 that does not fit
 
-def _ksm_set(m, name, value):
-    fd = os.open(os.path.join(m.path, "ksm", name), os.O_WRONLY)
-    try:
-        os.write(fd, f"{value}\n".encode())
-    finally:
-        os.close(fd)
-
-
-def _ksm_get(m, name):
-    with open(os.path.join(m.path, "ksm", name)) as f:
-        return f.read().strip()
-
-
 @pytest.mark.ksmfs_only
 def test_run_2_when_the_private_copies_do_not_fit_is_ENOMEM_run_reads_0_and_files_are_intact(mounted):
     with mounted("size=4m") as m:
@@ -93,14 +80,14 @@ def test_run_2_when_the_private_copies_do_not_fit_is_ENOMEM_run_reads_0_and_file
         for i in range(3):
             write_file(os.path.join(work, f"same{i}"), same)
         for name, value in (("pages_to_scan", 10000), ("sleep_millisecs", 0), ("run", 1)):
-            _ksm_set(m, name, value)
+            kset(m, name, value)
         deadline = time.monotonic() + 30
-        while int(_ksm_get(m, "pages_shared")) + int(_ksm_get(m, "pages_sharing")) < 768:
+        while int(kval(m, "pages_shared")) + int(kval(m, "pages_sharing")) < 768:
             assert time.monotonic() < deadline, \
-                f"768 identical pages did not merge: shared {_ksm_get(m, 'pages_shared')} sharing {_ksm_get(m, 'pages_sharing')}"
+                f"768 identical pages did not merge: shared {kval(m, 'pages_shared')} sharing {kval(m, 'pages_sharing')}"
             time.sleep(0.05)
-        _ksm_set(m, "run", 0)
-        merged = (_ksm_get(m, "pages_shared"), _ksm_get(m, "pages_sharing"))
+        kset(m, "run", 0)
+        merged = (kval(m, "pages_shared"), kval(m, "pages_sharing"))
 
         fill = os.path.join(work, "fill")
         n, data, err = _direct_write_until_error(fill, 4 * MiB, PAGE, seed=3)
@@ -108,21 +95,21 @@ def test_run_2_when_the_private_copies_do_not_fit_is_ENOMEM_run_reads_0_and_file
         assert os.statvfs(m.path).f_bfree == 0
 
         with raises_errno(errno.ENOMEM):
-            _ksm_set(m, "run", 2)
-        assert _ksm_get(m, "run") == "0", "after a failed run=2 ksm/run must read 0"
+            kset(m, "run", 2)
+        assert kval(m, "run") == "0", "after a failed run=2 ksm/run must read 0"
         m.assert_alive()
         for i in range(3):
             assert read_cold(os.path.join(work, f"same{i}")) == same, f"same{i} damaged by the failed unmerge"
         assert read_cold(fill) == data, "the fill file damaged by the failed unmerge"
-        assert (_ksm_get(m, "pages_shared"), _ksm_get(m, "pages_sharing")) == merged, \
+        assert (kval(m, "pages_shared"), kval(m, "pages_sharing")) == merged, \
             "a failed run=2 must leave the merges as they were"
         assert os.statvfs(m.path).f_bfree == 0, "a failed run=2 leaked or freed space"
 
         # with room again, run=2 works and unmerges everything
         os.unlink(fill)
-        _ksm_set(m, "run", 2)
-        assert _ksm_get(m, "run") == "2"
-        assert (_ksm_get(m, "pages_shared"), _ksm_get(m, "pages_sharing")) == ("0", "0")
+        kset(m, "run", 2)
+        assert kval(m, "run") == "2"
+        assert (kval(m, "pages_shared"), kval(m, "pages_sharing")) == ("0", "0")
         for i in range(3):
             assert read_cold(os.path.join(work, f"same{i}")) == same
         m.assert_alive()
@@ -172,7 +159,7 @@ def test_SIGKILL_releases_the_mountpoint_within_5s_and_a_restart_mounts_there_cl
             data = os.urandom(MiB)
             write_file(os.path.join(m.path, "g"), data)
             assert read_cold(os.path.join(m.path, "g")) == data
-            assert _ksm_get(m, "run") == "0"
+            assert kval(m, "run") == "0"
         finally:
             r = subprocess.run(["fusermount3", "-u", m.path], capture_output=True, text=True)
             code = proc.wait(10)
@@ -214,28 +201,3 @@ def test_SIGTERM_with_open_files_and_a_live_mmap_exits_0_and_unmounts(mounted):
                 holder.kill()
                 holder.wait()
                 raise AssertionError("a process holding files on the dead mount hung")
-
-
-# ---------------------------------------------------------------- read-only
-
-def test_read_only_mount_refuses_every_write_with_EROFS_and_still_serves_reads(mounted, target):
-    with mounted("ro,size=16m") as m:
-        assert os.statvfs(m.path).f_flag & os.ST_RDONLY
-        f = os.path.join(m.path, "f")
-        with raises_errno(errno.EROFS):
-            os.open(f, os.O_WRONLY | os.O_CREAT, 0o644)
-        with raises_errno(errno.EROFS):
-            os.mkdir(os.path.join(m.path, "d"))
-        with raises_errno(errno.EROFS):
-            os.symlink("x", os.path.join(m.path, "l"))
-        with raises_errno(errno.EROFS):
-            os.chmod(m.path, 0o755)
-        with raises_errno(errno.EROFS):
-            os.setxattr(m.path, "user.x", b"1")
-        assert sorted(os.listdir(m.path)) == (["ksm"] if target == "ksmfs" else [])
-        if target == "ksmfs":
-            assert _ksm_get(m, "run") == "0"
-            assert _ksm_get(m, "pages_sharing") == "0"
-            with raises_errno(errno.EROFS):
-                os.open(os.path.join(m.path, "ksm", "run"), os.O_WRONLY)
-            m.assert_alive()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fsops import MiB, PAGE, read_cold, run_python, write_file
+from fsops import MiB, PAGE, read_cold, rss, run_python, write_file
 
 pytestmark = pytest.mark.ksmfs_only
 
@@ -33,14 +33,6 @@ def pwrite_sync(path, data, offset):
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def workdir(m):

@@ -1,6 +1,7 @@
-# Mount options shared with tmpfs: ro refuses every change with EROFS, and mode=, uid=,
-# gid= set the root directory's attributes (which then govern who may create there); and
-# ksmfs's readahead=, the kernel's read-ahead window for the mount.
+# Mount options shared with tmpfs: ro refuses every change with EROFS (the ksm/ tunables too,
+# while its counters are still served), and mode=, uid=, gid= set the root directory's
+# attributes (which then govern who may create there); and ksmfs's readahead=, the kernel's
+# read-ahead window for the mount.
 
 import errno
 import os
@@ -9,9 +10,10 @@ import stat
 import pytest
 
 from fsops import mount_entry, raises_errno, run_as
+from ksmops import kval
 
 
-def test_ro_mount_is_read_only_in_proc_mounts_and_statfs_and_refuses_writes_with_EROFS(mounted):
+def test_ro_mount_is_read_only_in_proc_mounts_and_statfs_and_refuses_writes_with_EROFS(mounted, target):
     with mounted("size=8m,ro") as m:
         assert "ro" in mount_entry(m.path)[3].split(",")
         assert os.statvfs(m.path).f_flag & os.ST_RDONLY
@@ -25,7 +27,13 @@ def test_ro_mount_is_read_only_in_proc_mounts_and_statfs_and_refuses_writes_with
             os.chmod(m.path, 0o700)
         with raises_errno(errno.EROFS):
             os.setxattr(m.path, "user.k", b"v")
-        assert [n for n in os.listdir(m.path) if n != "ksm"] == []
+        assert sorted(os.listdir(m.path)) == (["ksm"] if target == "ksmfs" else [])
+        if target == "ksmfs":       # the counters are still served; the tunables refuse writes
+            assert kval(m, "run") == "0"
+            assert kval(m, "pages_sharing") == "0"
+            with raises_errno(errno.EROFS):
+                os.open(os.path.join(m.path, "ksm", "run"), os.O_WRONLY)
+            m.assert_alive()
 
 
 def test_mode_uid_gid_options_set_the_root_directory(mounted):

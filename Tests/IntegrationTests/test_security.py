@@ -13,6 +13,7 @@ import time
 import pytest
 
 from fsops import errname, run_as
+from ksmops import kset, kval
 
 pytestmark = pytest.mark.ksmfs_only
 
@@ -29,21 +30,8 @@ os.close(fd)
 """
 
 
-def kget(m, name):
-    with open(os.path.join(m.path, "ksm", name)) as f:
-        return f.read().strip()
-
-
-def kset(m, name, value):
-    fd = os.open(os.path.join(m.path, "ksm", name), os.O_WRONLY)
-    try:
-        os.write(fd, f"{value}\n".encode())
-    finally:
-        os.close(fd)
-
-
 def merged(m):
-    return int(kget(m, "pages_shared")), int(kget(m, "pages_sharing"))
+    return int(kval(m, "pages_shared")), int(kval(m, "pages_sharing"))
 
 
 def start(m):
@@ -56,9 +44,9 @@ def start(m):
 
 
 def passes(m, n, timeout=30):
-    target = int(kget(m, "full_scans")) + n
+    target = int(kval(m, "full_scans")) + n
     deadline = time.monotonic() + timeout
-    while int(kget(m, "full_scans")) < target:
+    while int(kval(m, "full_scans")) < target:
         assert time.monotonic() < deadline, f"the scanner did not complete {n} passes in {timeout}s"
         time.sleep(0.02)
 
@@ -94,7 +82,7 @@ def shared(mounted):
 
 def test_identical_files_of_two_owners_never_merge_by_default_but_one_owners_do(shared):
     m = shared
-    assert kget(m, "merge_across_owners") == "0"
+    assert kval(m, "merge_across_owners") == "0"
     a1, b = os.path.join(m.w, "a1"), os.path.join(m.w, "b")
     write_as(U1, a1)
     write_as(U2, b)
@@ -113,7 +101,7 @@ def test_identical_files_of_two_owners_never_merge_by_default_but_one_owners_do(
 def test_with_merge_across_owners_1_files_of_two_owners_merge(shared):
     m = shared
     kset(m, "merge_across_owners", 1)
-    assert kget(m, "merge_across_owners") == "1"
+    assert kval(m, "merge_across_owners") == "1"
     a, b = os.path.join(m.w, "a"), os.path.join(m.w, "b")
     write_as(U1, a)
     write_as(U2, b)
@@ -165,9 +153,9 @@ def test_merge_across_owners_back_to_0_is_EBUSY_or_unmerges_the_cross_owner_page
         kset(m, "merge_across_owners", 0)
     except OSError as e:
         assert e.errno == errno.EBUSY, e
-        assert kget(m, "merge_across_owners") == "1"
+        assert kval(m, "merge_across_owners") == "1"
         return
-    assert kget(m, "merge_across_owners") == "0"
+    assert kval(m, "merge_across_owners") == "0"
     passes(m, 3)
     assert merged(m) == (0, 0) and merging_pages(b) == 0, (
         f"merge_across_owners=0 accepted, but uids {U1} and {U2} still share: "
@@ -197,7 +185,7 @@ def test_a_user_cannot_write_any_tunable_EACCES_but_can_read_them(shared):
         """)
     bad = [line for line in out.splitlines() if line.split()[1:] != ["EACCES", "EACCES", "OK"]]
     assert not bad, "as uid 1001 (want write-open EACCES, read OK):\n" + "\n".join(bad)
-    assert kget(m, "run") == "0"
+    assert kval(m, "run") == "0"
 
 
 def test_counters_refuse_write_open_with_EACCES_even_for_root(shared):

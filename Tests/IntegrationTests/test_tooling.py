@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from fsops import FSTYPE, PAGE, is_mounted, ksmfs_bin, write_file
+from fsops import FSTYPE, is_mounted, ksmfs_bin, PAGE, rss, write_file
 
 pytestmark = pytest.mark.ksmfs_only
 
@@ -248,11 +248,6 @@ TUNABLES = ["run", "pages_to_scan", "sleep_millisecs", "max_page_sharing", "use_
             "advisor_max_pages_to_scan"]
 
 
-def _rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
-
-
 def test_metrics_is_prometheus_text_and_equals_the_counter_files(mounted, tmp_path):
     with mounted("size=64m") as m:
         a, b = two_identical_files(m)
@@ -286,8 +281,8 @@ def test_metrics_is_prometheus_text_and_equals_the_counter_files(mounted, tmp_pa
         assert values["ksmfs_physical_bytes"] == 65 * PAGE  # 64 shared blocks + the private copy
         assert values["ksmfs_capacity_bytes"] == 64 << 20
         assert 0 <= values["ksmfs_pass_pages_done"] <= values["ksmfs_pass_pages_total"] <= 128
-        rss = _rss(m.pid)
-        assert 0.5 * rss <= values["ksmfs_daemon_resident_bytes"] <= 2 * rss
+        resident = rss(m.pid)
+        assert 0.5 * resident <= values["ksmfs_daemon_resident_bytes"] <= 2 * resident
         assert types["ksmfs_full_scans"] == "counter" and types["ksmfs_pages_sharing"] == "gauge"
         assert all(not math.isnan(v) for v in values.values())
         # read again: with the scanner stopped only the daemon's RSS may move

@@ -98,6 +98,7 @@ final class DirectoryTests: XCTestCase {
         for i in 0..<100_000 { dir.remove(Name("file-\(i)")) }
         XCTAssertEqual(dir.count, 0)
         XCTAssertLessThanOrEqual(dir.storedSlots, 33)
+        XCTAssertLessThanOrEqual(dir.slotCapacity, 256, "an emptied directory keeps its 100,000-slot array")
         dir.insert(Name("late"), inode)
         var after: [Name] = []
         dir.forEach(from: position + 1) { _, name, _ in after.append(name); return true }
