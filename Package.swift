@@ -19,6 +19,13 @@ let package = Package(
             cSettings: [.define("_FILE_OFFSET_BITS", to: "64")],
             linkerSettings: [.linkedLibrary("fuse3"), .linkedLibrary("pthread")]
         ),
+        // A minimal C libfuse filesystem that `ksmfs-bench io` runs next to ksmfs (the baseline
+        // of issue 2's targets); nothing else links it.
+        .target(
+            name: "CReferenceFS",
+            cSettings: [.define("_FILE_OFFSET_BITS", to: "64")],
+            linkerSettings: [.linkedLibrary("fuse3"), .linkedLibrary("pthread")]
+        ),
         .target(
             name: "CKSMSupport",
             path: "Sources/CKSMSupport"
@@ -36,7 +43,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "ksmfs-bench",
-            dependencies: ["KSM", "KSMFS", "CKSMSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["KSM", "KSMFS", "CKSMSupport", "CReferenceFS", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "KSMTests", dependencies: ["KSM"]),
         .testTarget(name: "KSMFSTests", dependencies: ["KSMFS", "KSM", "FUSE"]),

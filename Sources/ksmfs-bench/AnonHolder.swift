@@ -84,10 +84,7 @@ final class AnonHolderProcess {
     private var fromChild: LineReader
 
     init(pattern: ComparePattern, pages: Int) {
-        var buf = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buf, 4095)
-        guard n > 0 else { fail("readlink /proc/self/exe failed") }
-        let exe = String(decoding: buf[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let exe = selfExecutable()
         var input: [Int32] = [0, 0], output: [Int32] = [0, 0]
         guard pipe(&input) == 0, pipe(&output) == 0 else { fail("pipe failed") }
         for fd in input + output { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }  // dup2 clears it on 0 and 1

@@ -1,8 +1,11 @@
-// `ksmfs-bench io`: ksmfs against tmpfs side by side in one run, alternating order, N
-// repetitions: sequential write/read of a file with 1 MiB and 4 KiB blocks, mmap read of
-// every page, and create/stat/unlink of small files. Reads drop the kernel's page cache of
-// the file first (POSIX_FADV_DONTNEED) so ksmfs is measured, not the cache.
+// `ksmfs-bench io`: ksmfs, tmpfs and a minimal C libfuse in-memory filesystem (the baseline
+// issue 2 states its targets against: CReferenceFS, same kernel settings as ksmfs) side by
+// side in one run, rotating order, N repetitions: sequential write/read of a file with 1 MiB
+// and 4 KiB blocks, mmap read of every page, and create/stat/unlink of small files. Reads drop
+// the kernel's page cache of the file first (POSIX_FADV_DONTNEED) so the daemon is measured,
+// not the cache.
 import Glibc
+import KSMFS
 
 struct IOBench {
     let fileBytes: Int
@@ -34,7 +37,7 @@ struct IOBench {
     /// Writes the whole file (write + fsync + close) and returns MB/s.
     func write(_ dir: String, block: Int) -> Double {
         let path = dir + "/io.dat"
-        unlink(path)
+        removeAndSettle(path)
         let buf = buffer(block)
         defer { buf.deallocate() }
         let t0 = now()
@@ -49,6 +52,28 @@ struct IOBench {
         fsync(fd)
         Glibc.close(fd)
         return Double(fileBytes) / (now() - t0) / 1e6
+    }
+
+    /// Unlinks the previous file and waits until its memory is freed. tmpfs frees it inside
+    /// unlink; a FUSE daemon frees it when the kernel's FORGET arrives, just after unlink
+    /// returns, which would otherwise overlap the timed write that follows. ksmfs is waited
+    /// for through statfs (its free blocks come back); the reference, which has no statfs,
+    /// gets a fixed 300 ms.
+    private func removeAndSettle(_ path: String) {
+        let dir = String(path[..<path.lastIndex(of: "/")!])
+        var st = stat()
+        guard stat(path, &st) == 0 else { return }
+        var fs = statvfs()
+        statvfs(dir, &fs)
+        let before = UInt64(fs.f_bfree)
+        unlink(path)
+        if fs.f_blocks == 0 { usleep(300_000); return }
+        let blocks = UInt64(st.st_size) / UInt64(max(fs.f_frsize, 1))
+        for _ in 0..<5000 {
+            statvfs(dir, &fs)
+            if UInt64(fs.f_bfree) >= before + blocks { return }
+            usleep(1000)
+        }
     }
 
     private func ensureFile(_ dir: String) -> String {
@@ -122,31 +147,34 @@ struct IOBench {
 
     func run() {
         let size = "size=\(fileBytes * 2 + (256 << 20))"
-        let k = BenchMount(ksmfs: size)
-        let t = BenchMount(tmpfs: size)
-        defer { k.close(); t.close() }
-        var results: [String: (k: [Double], t: [Double])] = [:]
+        let mounts = [BenchMount(ksmfs: size), BenchMount(reference: ()), BenchMount(tmpfs: size)]
+        defer { for m in mounts { m.close() } }
+        var results: [String: [String: [Double]]] = [:]
         let all = cases()
         for rep in 0..<repetitions {
             for c in all {
-                let order = rep % 2 == 0 ? [k, t] : [t, k]
-                for m in order {
-                    let v = c.run(m.path)
-                    if m.kind == "ksmfs" { results[c.name, default: ([], [])].k.append(v) } else { results[c.name, default: ([], [])].t.append(v) }
+                for i in 0..<mounts.count {
+                    let m = mounts[(i + rep) % mounts.count]
+                    results[c.name, default: [:]][m.kind, default: []].append(c.run(m.path))
                 }
             }
-            unlink(k.path + "/io.dat"); unlink(t.path + "/io.dat")
+            for m in mounts { unlink(m.path + "/io.dat") }
         }
-        print("ksmfs-bench io: \(fileBytes >> 20) MiB file, \(smallFiles) small files, \(repetitions) repetitions, order alternating")
+        print("ksmfs-bench io: \(fileBytes >> 20) MiB file, \(smallFiles) small files, \(repetitions) repetitions, order rotating")
+        print("reference = a minimal C libfuse in-memory filesystem with ksmfs's kernel settings (CReferenceFS)")
+        func range(_ v: [Double], _ digits: Int) -> String {
+            let st = Stats(values: v)
+            return "\(fmt(st.min, digits)) / \(fmt(st.median, digits)) / \(fmt(st.max, digits))"
+        }
+        func ratios(_ a: [Double], _ b: [Double]) -> [Double] { zip(a, b).map { $0 / $1 } }
         var rows: [[String]] = []
         for c in all {
             let r = results[c.name]!
-            let ks = Stats(values: r.k), ts = Stats(values: r.t)
-            let ratios = Stats(values: zip(r.k, r.t).map { $0 / $1 })
-            rows.append([c.name, c.unit, "\(fmt(ks.min, 0)) / \(fmt(ks.median, 0)) / \(fmt(ks.max, 0))",
-                         "\(fmt(ts.min, 0)) / \(fmt(ts.median, 0)) / \(fmt(ts.max, 0))",
-                         "\(fmt(ratios.min)) / \(fmt(ratios.median)) / \(fmt(ratios.max))"])
+            let k = r["ksmfs"]!, ref = r["reference"]!, t = r["tmpfs"]!
+            rows.append([c.name, c.unit, range(k, 0), range(ref, 0), range(t, 0),
+                         range(ratios(k, t), 2), range(ratios(ref, t), 2), range(ratios(k, ref), 2)])
         }
-        printTable(["test", "unit", "ksmfs min/med/max", "tmpfs min/med/max", "ksmfs/tmpfs min/med/max"], rows)
+        printTable(["test", "unit", "ksmfs min/med/max", "reference", "tmpfs",
+                    "ksmfs/tmpfs", "reference/tmpfs", "ksmfs/reference"], rows)
     }
 }

@@ -1,6 +1,7 @@
 // Shared pieces of the benchmarks: timing, statistics, mounting ksmfs and tmpfs side by
 // side in one run, and a plain table printer.
 import Glibc
+import KSMFS
 
 func now() -> Double {
     var ts = timespec()
@@ -63,11 +64,20 @@ func fail(_ msg: String) -> Never {
 /// The ksmfs binary beside this one.
 func ksmfsBinary() -> String {
     if let env = getenv("KSMFS_BIN") { return String(cString: env) }
+    guard let me = selfExecutableOrNil() else { return ".build/release/ksmfs" }
+    return String(me[..<(me.lastIndex(of: "/") ?? me.endIndex)]) + "/ksmfs"
+}
+
+/// This executable's path (/proc/self/exe).
+func selfExecutable() -> String {
+    guard let me = selfExecutableOrNil() else { fail("readlink /proc/self/exe failed") }
+    return me
+}
+
+private func selfExecutableOrNil() -> String? {
     var buf = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buf, 4095)
-    guard n > 0 else { return ".build/release/ksmfs" }
-    let me = String(cString: buf)
-    return String(me[..<(me.lastIndex(of: "/") ?? me.endIndex)]) + "/ksmfs"
+    return n > 0 ? String(cString: buf) : nil
 }
 
 /// A mounted filesystem under test; unmounted by `close()`.
@@ -79,18 +89,30 @@ final class BenchMount {
     init(ksmfs options: String) {
         kind = "ksmfs"
         path = BenchMount.tempDir("ksmfs")
-        let bin = ksmfsBinary()
-        let cmd = "\(bin) \(path) -f -o \(options) >/tmp/ksmfs-bench-daemon.log 2>&1 & echo $!"
-        guard let p = popen(cmd, "r") else { fail("cannot start \(bin)") }
+        pid = BenchMount.startDaemon("\(ksmfsBinary()) \(path) -f -o \(options)", at: path, log: "/tmp/ksmfs-bench-daemon.log")
+    }
+
+    /// The minimal C libfuse filesystem (CReferenceFS), served by this executable's hidden
+    /// `reference-fs` command, with ksmfs's default read-ahead: the baseline of issue 2.
+    init(reference: Void) {
+        kind = "reference"
+        path = BenchMount.tempDir("reference")
+        pid = BenchMount.startDaemon("\(selfExecutable()) reference-fs \(path)", at: path, log: "/tmp/ksmfs-bench-reference.log")
+        if let why = MountTable.setReadahead(bytes: MountOptions.defaultReadahead, of: path) { fail("reference read-ahead: \(why)") }
+    }
+
+    /// Runs `command` in the background and waits until it has mounted `path`; returns its pid.
+    private static func startDaemon(_ command: String, at path: String, log: String) -> pid_t {
+        guard let p = popen("\(command) >\(log) 2>&1 & echo $!", "r") else { fail("cannot start \(command)") }
         var line = [CChar](repeating: 0, count: 64)
         fgets(&line, 64, p)
         pclose(p)
-        pid = pid_t(String(cString: line).trimmingCharacters()) ?? 0
+        let pid = pid_t(String(cString: line).trimmingCharacters()) ?? 0
         for _ in 0..<200 {
-            if BenchMount.isMounted(path) { return }
+            if isMounted(path) { return pid }
             usleep(25_000)
         }
-        fail("ksmfs did not mount at \(path) (see /tmp/ksmfs-bench-daemon.log)")
+        fail("nothing mounted at \(path) by: \(command) (see \(log))")
     }
 
     init(tmpfs options: String) {
@@ -128,7 +150,7 @@ final class BenchMount {
     }
 
     func close() {
-        if kind == "ksmfs" {
+        if kind != "tmpfs" {
             sh("fusermount3 -u \(path)")
             var status: Int32 = 0
             for _ in 0..<200 where kill(pid, 0) == 0 { usleep(25_000); _ = waitpid(pid, &status, WNOHANG) }

@@ -1,22 +1,35 @@
 // ksmfs-bench: benchmarks that print ratios measured side by side in one run.
-//   io       ksmfs vs tmpfs: sequential I/O, mmap reads, small-file metadata (needs root)
+//   io       ksmfs vs tmpfs and a minimal C libfuse filesystem: sequential I/O, mmap reads,
+//            small-file metadata (needs root)
 //   engine   the KSM engine alone: pages per scanner CPU-second per phase, vs the kernel's figures
 //   latency  FUSE write latency to unshared pages, scanner idle vs running (needs root)
 //   compare  the kernel's KSM vs ksmfs on the same content: convergence, CPU, counters, memory (needs root)
 import ArgumentParser
+import CReferenceFS
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ksmfs-bench",
         abstract: "Benchmarks for ksmfs, printed as ratios measured in one run.",
-        subcommands: [IO.self, Engine.self, Latency.self, Compare.self, AnonHold.self])
+        subcommands: [IO.self, Engine.self, Latency.self, Compare.self, AnonHold.self, ReferenceFS.self])
 
     struct IO: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "ksmfs vs tmpfs: sequential I/O, mmap, small files.")
+        static let configuration = CommandConfiguration(
+            abstract: "ksmfs vs tmpfs and a minimal C libfuse filesystem: sequential I/O, mmap, small files.")
         @Option(help: "File size in MiB.") var mib = 1024
         @Option(help: "Repetitions.") var repetitions = 3
         @Option(help: "Small files for create/stat/unlink.") var files = 10_000
         func run() { IOBench(fileBytes: mib << 20, repetitions: repetitions, smallFiles: files).run() }
+    }
+
+    struct ReferenceFS: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "reference-fs", abstract: "Helper of io: serves the minimal C filesystem.", shouldDisplay: false)
+        @Argument var mountpoint: String
+        func run() throws {
+            let rc = reffs_run(mountpoint)
+            if rc != 0 { throw ExitCode(rc) }
+        }
     }
 
     struct Engine: ParsableCommand {

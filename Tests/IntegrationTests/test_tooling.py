@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from fsops import FSTYPE, is_mounted, ksmfs_bin, PAGE, rss, write_file
+from fsops import FSTYPE, REPO_ROOT, is_mounted, ksmfs_bin, PAGE, rss, write_file
 
 pytestmark = pytest.mark.ksmfs_only
 
@@ -612,3 +612,26 @@ def test_daemonized_mount_unmounts_with_fusermount3(base_dir, tmp_path):
         if is_mounted(mnt):
             subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True)
         os.rmdir(mnt)
+
+
+def test_bench_io_runs_ksmfs_the_reference_filesystem_and_tmpfs_side_by_side():
+    # `ksmfs-bench io` mounts ksmfs, the minimal C libfuse filesystem issue 2's targets are
+    # stated against (served by the bench itself) and tmpfs, runs every case on each, prints
+    # min/median/max per filesystem and the three ratios, and leaves nothing mounted.
+    bench = os.path.join(REPO_ROOT, ".build", "release", "ksmfs-bench")
+    r = subprocess.run([bench, "io", "--mib", "16", "--repetitions", "2", "--files", "50"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and not line.startswith("| test")]
+    names = [row.strip("|").split("|")[0].strip() for row in rows]
+    assert names == ["seq write 1 MiB", "seq read 1 MiB", "seq write 4 KiB", "seq read 4 KiB",
+                     "mmap read (cold cache)", "mmap read (warm cache)", "mmap read (hot file)",
+                     "create+stat+unlink"], r.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")][2:]
+        assert len(cells) == 6, row
+        for cell in cells:
+            low, mid, high = (float(x) for x in cell.split(" / "))
+            assert 0 < low <= mid <= high, row
+    with open("/proc/mounts") as f:
+        assert "ksmfs-bench-" not in f.read()
