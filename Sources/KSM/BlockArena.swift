@@ -8,15 +8,15 @@ import Glibc
 
 public final class BlockArena: @unchecked Sendable {
     public static let pageSize = 4096
-
-    /// Gives free malloc memory (the daemon's metadata, not the arena) back to the OS, from
-    /// every thread's malloc arena.
-    public static func trimHeap() { ksm_heap_trim() }
     public static let pageShift = 12
     public static let hole: UInt32 = 0
     public static let zero: UInt32 = 1
     static let firstBlock: UInt32 = 2
     static let pendingLimit = 4096
+
+    /// Gives free malloc memory (the daemon's metadata, not the arena) back to the OS, from
+    /// every thread's malloc arena.
+    public static func trimHeap() { ksm_heap_trim() }
 
     /// Base address of block 0; block `id` lives at `base + id << 12`.
     public let base: UnsafeMutableRawPointer

@@ -390,7 +390,7 @@ public final class KSMEngine: @unchecked Sendable {
         let owner = f.owner
         f.lock.lockShared()
         guard !f.dead, f._mergeable,
-              let p = f.pages.nextData(from: from, limit: f.pages.chunkCount << PageMap.chunkShift) else {
+              let p = f.pages.nextData(from: from, limit: f.pages.pageLimit) else {
             f.lock.unlock()
             return nil
         }

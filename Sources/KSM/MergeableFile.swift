@@ -497,7 +497,7 @@ public final class MergeableFile: @unchecked Sendable {
     }
 
     private func releaseAllLocked() {
-        removePages(from: 0, to: pages.chunkCount << PageMap.chunkShift)
+        removePages(from: 0, to: pages.pageLimit)
     }
 }
 

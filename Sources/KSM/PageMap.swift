@@ -107,6 +107,9 @@ public struct PageMap {
         return chunkCapacity
     }
 
+    /// One past the last page that could be data: the bound of a walk over every page.
+    public var pageLimit: Int { chunkCount << PageMap.chunkShift }
+
     /// Position of the first group with index ≥ `g`.
     private func groupPosition(atLeast g: Int) -> Int {
         var lo = 0, hi = groups.count

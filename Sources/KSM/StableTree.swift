@@ -145,7 +145,7 @@ extension KSMEngine {
     /// items. Returns false if the copies did not fit (what was done stays done, no data lost).
     func unmerge(_ f: MergeableFile) -> Bool {
         let ok: Bool = f.lock.withExclusive {
-            let limit = f.pages.chunkCount << PageMap.chunkShift
+            let limit = f.pages.pageLimit
             func needsCopy(_ b: UInt32, _ it: UnsafeMutablePointer<ScanItem>?) -> Bool {
                 isStableBlock(b) || (b == BlockArena.zero && it?.pointee.state == .zero)
             }
@@ -346,7 +346,7 @@ extension KSMEngine {
             for f in allFiles() {
                 f.lock.withShared {
                     var fi = 0, fm = 0, fz = 0
-                    let limit = f.pages.chunkCount << PageMap.chunkShift
+                    let limit = f.pages.pageLimit
                     for p in 0..<limit {
                         let b = f.pages.block(p)
                         if b >= 2 { refs[b, default: 0] += 1 }

@@ -102,8 +102,9 @@ final class Inode: @unchecked Sendable {
     }
 }
 
-/// A directory's entries in creation order: stable readdir offsets (index + 3) that survive
-/// removals (tombstones), compacted only when no handle has the directory open.
+/// A directory's entries in creation order. Readdir offsets are entry sequence numbers, so
+/// they survive removals; removed names are tombstones until compaction, which may run at any
+/// time.
 final class Directory {
     /// A name in the directory. `seq` is the entry's place in readdir order, given when the
     /// name was added and never changed: readdir offsets are sequence numbers, not positions,

@@ -46,7 +46,6 @@ extension MemoryFileSystem {
         return c == UInt8(ascii: "1")
     }
 
-
     public func setxattr(_ r: Request, ino: UInt64, name: Name, value: UnsafeRawBufferPointer, flags: Int32) -> Errno? {
         guard let inode = inode(ino) else { return .noent }
         let kind = MemoryFileSystem.classify(name)
