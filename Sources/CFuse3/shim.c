@@ -8,6 +8,10 @@
 /* The head of the kernel's fuse_init_out (include/uapi/linux/fuse.h). */
 struct cfuse_init_out_head { uint32_t major, minor, max_readahead, flags; };
 #define CFUSE_HANDLE_KILLPRIV_V2 (1u << 28)
+#define CFUSE_INIT_EXT (1u << 30)
+/* flags2 (byte 32 of fuse_init_out): FUSE_DIRECT_IO_ALLOW_MMAP (1ULL << 36). */
+#define CFUSE_FLAGS2_OFFSET 32
+#define CFUSE_DIRECT_IO_ALLOW_MMAP2 (1u << 4)
 static int cfuse_init_patched;
 
 static ssize_t cfuse_writev(int fd, struct iovec *iov, int count, void *userdata) {
@@ -16,7 +20,16 @@ static ssize_t cfuse_writev(int fd, struct iovec *iov, int count, void *userdata
         /* The first reply answers INIT: out header in iov[0], fuse_init_out in iov[1]. */
         if (count >= 2 && iov[1].iov_len >= sizeof(struct cfuse_init_out_head)) {
             struct cfuse_init_out_head *o = iov[1].iov_base;
-            if (o->major == 7) o->flags |= CFUSE_HANDLE_KILLPRIV_V2;
+            if (o->major == 7) {
+                o->flags |= CFUSE_HANDLE_KILLPRIV_V2;
+                /* MAP_SHARED keeps working on files opened with direct I/O (ksmfs opens
+                 * files for writing that way while the mount is nearly full). */
+                if (iov[1].iov_len >= CFUSE_FLAGS2_OFFSET + 4) {
+                    o->flags |= CFUSE_INIT_EXT;
+                    uint32_t *flags2 = (uint32_t *)((char *)iov[1].iov_base + CFUSE_FLAGS2_OFFSET);
+                    *flags2 |= CFUSE_DIRECT_IO_ALLOW_MMAP2;
+                }
+            }
         }
     }
     return writev(fd, iov, count);
@@ -67,6 +80,9 @@ int cfuse_fi_writepage(const struct fuse_file_info *fi) { return fi->writepage; 
 void cfuse_conn_configure(struct fuse_conn_info *conn, unsigned want, unsigned max_write,
                           unsigned max_read, unsigned max_readahead, unsigned time_gran) {
     conn->want |= (want & conn->capable);
+    /* With the writeback cache the kernel's own size and mtime win: auto_inval_data would only
+     * add a GETATTR before reads. */
+    if (want & FUSE_CAP_WRITEBACK_CACHE) conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
     if (max_write) conn->max_write = max_write;
     if (max_read) conn->max_read = max_read;
     if (max_readahead) conn->max_readahead = max_readahead;
@@ -79,3 +95,7 @@ uid_t cfuse_req_uid(fuse_req_t req) { return fuse_req_ctx(req)->uid; }
 gid_t cfuse_req_gid(fuse_req_t req) { return fuse_req_ctx(req)->gid; }
 pid_t cfuse_req_pid(fuse_req_t req) { return fuse_req_ctx(req)->pid; }
 mode_t cfuse_req_umask(fuse_req_t req) { return fuse_req_ctx(req)->umask; }
+
+int cfuse_notify_inval_inode(struct fuse_session *se, uint64_t ino, int64_t off, int64_t len) {
+    return fuse_lowlevel_notify_inval_inode(se, (fuse_ino_t)ino, (off_t)off, (off_t)len);
+}

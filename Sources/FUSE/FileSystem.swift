@@ -115,7 +115,11 @@ public protocol FileSystem: AnyObject {
 
     func lookup(_ r: Request, parent: UInt64, name: Name) -> Result<Entry, Errno>
     func forget(ino: UInt64, lookups: UInt64)
-    func getattr(_ r: Request, ino: UInt64) -> Result<stat, Errno>
+    /// `handle` is the file handle when the kernel asks on behalf of an open file (a `write`
+    /// or `read` with the writeback cache, FUSE_GETATTR_FH).
+    func getattr(_ r: Request, ino: UInt64, handle: UInt64?) -> Result<stat, Errno>
+    /// How long the kernel may cache `attributes` (getattr and setattr replies).
+    func attributeTimeout(for attributes: stat) -> Double
     func setattr(_ r: Request, ino: UInt64, _ change: SetAttributes) -> Result<stat, Errno>
     func readlink(_ r: Request, ino: UInt64) -> Result<Name, Errno>
     func mknod(_ r: Request, parent: UInt64, name: Name, mode: mode_t, rdev: dev_t) -> Result<Entry, Errno>
@@ -158,6 +162,7 @@ extension FileSystem {
     public func connectionSettings() -> ConnectionSettings { ConnectionSettings() }
     public func destroy() {}
     public func forget(ino: UInt64, lookups: UInt64) {}
+    public func attributeTimeout(for attributes: stat) -> Double { 1 }
     public func setattr(_ r: Request, ino: UInt64, _ change: SetAttributes) -> Result<stat, Errno> { .failure(.nosys) }
     public func readlink(_ r: Request, ino: UInt64) -> Result<Name, Errno> { .failure(.nosys) }
     public func mknod(_ r: Request, parent: UInt64, name: Name, mode: mode_t, rdev: dev_t) -> Result<Entry, Errno> { .failure(.nosys) }

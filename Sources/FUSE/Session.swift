@@ -88,16 +88,18 @@ func makeOperations() -> fuse_lowlevel_ops {
         }
         fuse_reply_none(req)
     }
-    ops.getattr = { req, ino, _ in
-        switch fs(req).getattr(Request(req!), ino: UInt64(ino)) {
-        case .success(var st): fuse_reply_attr(req, &st, 1.0)
+    ops.getattr = { req, ino, fi in
+        let f = fs(req)
+        switch f.getattr(Request(req!), ino: UInt64(ino), handle: fi.map { $0.pointee.fh }) {
+        case .success(var st): fuse_reply_attr(req, &st, f.attributeTimeout(for: st))
         case .failure(let e): fuse_reply_err(req, e.rawValue)
         }
     }
     ops.setattr = { req, ino, attr, mask, fi in
         let change = SetAttributes(stat: attr!.pointee, mask: mask, handle: fi.map { $0.pointee.fh })
-        switch fs(req).setattr(Request(req!), ino: UInt64(ino), change) {
-        case .success(var st): fuse_reply_attr(req, &st, 1.0)
+        let f = fs(req)
+        switch f.setattr(Request(req!), ino: UInt64(ino), change) {
+        case .success(var st): fuse_reply_attr(req, &st, f.attributeTimeout(for: st))
         case .failure(let e): fuse_reply_err(req, e.rawValue)
         }
     }
@@ -238,6 +240,8 @@ public final class Session {
     private var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
     private var argc: Int32
     private var mounted = false
+    /// The kernel-cache notifier of this session (running while mounted).
+    public private(set) var kernelCache: KernelCache?
 
     /// `options` are libfuse `-o` options (e.g. "default_permissions", "fsname=ksmfs").
     public init(filesystem: any FileSystem, options: [String], debug: Bool) throws {
@@ -270,14 +274,17 @@ public final class Session {
         mounted = true
         Session.active = session
         if cfuse_enable_killpriv_v2(session) != 0 { throw SessionError("could not set up the session's I/O") }
+        kernelCache = KernelCache(session: session!)
     }
 
     /// Detaches from the terminal unless `foreground` (`fuse_daemonize`).
     public func daemonize(foreground: Bool) -> Bool { fuse_daemonize(foreground ? 1 : 0) == 0 }
 
     /// Runs until unmounted or signalled. Returns 0 on a clean end.
+    /// The notifier thread starts here, after any `daemonize` (a fork keeps no threads).
     public func run(maxThreads: Int) -> Int32 {
-        cfuse_session_loop_mt(session, UInt32(max(1, maxThreads)), 0)
+        kernelCache?.start()
+        return cfuse_session_loop_mt(session, UInt32(max(1, maxThreads)), 0)
     }
 
     /// Asks the loop to end (from any thread).
@@ -285,6 +292,7 @@ public final class Session {
 
     public func unmount() {
         guard mounted else { return }
+        kernelCache?.stop()
         fuse_remove_signal_handlers(session)
         fuse_session_unmount(session)
         mounted = false

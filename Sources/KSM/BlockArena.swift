@@ -2,7 +2,9 @@
 // with atomic refcounts in a parallel array. Id 0 is a hole and id 1 the canonical zero
 // block: neither is ever written nor counted. Freed blocks are returned to the OS in batches
 // (madvise MADV_DONTNEED), so the daemon's RSS falls when files shrink or pages merge, and a
-// reused block always starts zero-filled. Capacity (`size=`) counts live blocks.
+// reused block always starts zero-filled. Capacity (`size=`) counts live blocks; its last
+// `reserve` blocks are kept for data the kernel has already accepted from a writer (writeback
+// of its page cache), so that data always fits: new data stops at `capacity - reserve`.
 import CKSMSupport
 import Glibc
 
@@ -26,6 +28,8 @@ public final class BlockArena: @unchecked Sendable {
     let sharers: UnsafeMutablePointer<UInt32>
     /// Most blocks that may be live at once (`size=` / 4 KiB).
     public private(set) var capacity: Int
+    /// Blocks at the top of the capacity that only `allocate(_:into:fromReserve: true)` may use.
+    public private(set) var reserve = 0
     let reserved: Int
 
     private let mutex = Mutex()
@@ -40,6 +44,9 @@ public final class BlockArena: @unchecked Sendable {
 
     /// A test seam: when set, `allocate` fails as if the arena were full.
     public var failAllocations = false
+    /// Allocations refused so far, by cause (for ksm/metrics and tests).
+    public private(set) var refusedFull = 0
+    public private(set) var refusedReserve = 0
 
     public struct OutOfSpace: Error {}
 
@@ -70,6 +77,11 @@ public final class BlockArena: @unchecked Sendable {
         return p
     }
 
+    /// Sets the reserve (at most half the capacity).
+    public func setReserve(_ blocks: Int) {
+        mutex.withLock { reserve = max(0, min(blocks, capacity / 2)) }
+    }
+
     /// Changes the capacity (remount); fails if more blocks are live than the new limit.
     public func setCapacity(_ blocks: Int) -> Bool {
         mutex.withLock {
@@ -86,13 +98,21 @@ public final class BlockArena: @unchecked Sendable {
     /// Live blocks (physical pages the files use, shared blocks counted once).
     public var used: Int { mutex.withLock { liveBlocks } }
     public var free: Int { mutex.withLock { max(0, capacity - liveBlocks) } }
+    /// Blocks new data may still take (free minus the reserve): statfs's f_bavail.
+    public var available: Int { mutex.withLock { max(0, capacity - reserve - liveBlocks) } }
 
-    /// Allocates `count` zero-filled blocks with refcount 1 into `out`, all or nothing.
-    public func allocate(_ count: Int, into out: UnsafeMutablePointer<UInt32>) throws(OutOfSpace) {
+    /// Allocates `count` zero-filled blocks with refcount 1 into `out`, all or nothing. New data
+    /// stops short of the reserve; `fromReserve` (writeback of data a writer was already told
+    /// is written) may use it.
+    public func allocate(_ count: Int, into out: UnsafeMutablePointer<UInt32>, fromReserve: Bool = false) throws(OutOfSpace) {
         if count == 0 { return }
         mutex.lock()
         defer { mutex.unlock() }
-        if failAllocations || liveBlocks + count > capacity { throw OutOfSpace() }
+        if failAllocations { throw OutOfSpace() }
+        if liveBlocks + count > capacity - (fromReserve ? 0 : reserve) {
+            if fromReserve { refusedFull += 1 } else { refusedReserve += 1 }
+            throw OutOfSpace()
+        }
         for i in 0..<count {
             var id: UInt32
             if freeCount > 0 {

@@ -151,15 +151,16 @@ public final class MergeableFile: @unchecked Sendable {
     // MARK: writing
 
     /// Writes `data` at `offset`, all or nothing: ENOSPC before any byte lands if the private
-    /// copies it needs do not fit.
-    public func write(_ data: UnsafeRawBufferPointer, at offset: Int64) throws(FileError) -> Int {
+    /// copies it needs do not fit. `fromReserve`: the arena's reserve may be used (writeback of
+    /// data the kernel already accepted).
+    public func write(_ data: UnsafeRawBufferPointer, at offset: Int64, fromReserve: Bool = false) throws(FileError) -> Int {
         if data.isEmpty { return 0 }
         guard offset >= 0 else { throw .invalid }
         guard offset < MergeableFile.maxSize, Int64(data.count) <= MergeableFile.maxSize - offset else { throw .tooBig }
         lock.lockExclusive()
         defer { lock.unlock() }
         let end = offset + Int64(data.count)
-        try writeLocked(data.baseAddress!, count: data.count, at: offset)
+        try writeLocked(data.baseAddress!, count: data.count, at: offset, fromReserve: fromReserve)
         if end > _size { _size = end }
         return data.count
     }
@@ -169,12 +170,12 @@ public final class MergeableFile: @unchecked Sendable {
         b < 2 || arena.refcount(b) > 1
     }
 
-    private func writeLocked(_ src: UnsafeRawPointer, count: Int, at offset: Int64) throws(FileError) {
+    private func writeLocked(_ src: UnsafeRawPointer, count: Int, at offset: Int64, fromReserve: Bool = false) throws(FileError) {
         let first = Int(offset >> 12)
         let last = Int((offset + Int64(count) - 1) >> 12)
         var need = 0
         for p in first...last where needsBlock(pages.block(p)) { need += 1 }
-        try withFreshBlocks(need) { (fresh: UnsafeMutablePointer<UInt32>, used: inout Int) in
+        try withFreshBlocks(need, fromReserve: fromReserve) { (fresh: UnsafeMutablePointer<UInt32>, used: inout Int) in
             var pos = offset
             var done = 0
             for p in first...last {
@@ -205,7 +206,7 @@ public final class MergeableFile: @unchecked Sendable {
     }
 
     /// Allocates `need` blocks, runs `body`, and gives back whatever it did not use.
-    private func withFreshBlocks(_ need: Int, _ body: (UnsafeMutablePointer<UInt32>, inout Int) -> Void) throws(FileError) {
+    private func withFreshBlocks(_ need: Int, fromReserve: Bool = false, _ body: (UnsafeMutablePointer<UInt32>, inout Int) -> Void) throws(FileError) {
         if need == 0 {
             var used = 0
             var dummy: UInt32 = 0
@@ -215,7 +216,7 @@ public final class MergeableFile: @unchecked Sendable {
         // The block list lives on the stack (a 1 MiB write needs 256 ids): no heap per write.
         let ok = withUnsafeTemporaryAllocation(of: UInt32.self, capacity: need) { buf -> Bool in
             let fresh = buf.baseAddress!
-            do { try arena.allocate(need, into: fresh) } catch { return false }
+            do { try arena.allocate(need, into: fresh, fromReserve: fromReserve) } catch { return false }
             if need >= 16 { arena.populate(fresh, count: need) }
             var used = 0
             body(fresh, &used)

@@ -6,9 +6,12 @@ import Glibc
 import KSM
 
 extension MemoryFileSystem {
-    func openReply(for inode: Inode) -> OpenReply {
-        if case .control = inode.kind { return OpenReply(handle: 0, directIO: true, keepCache: false, nonSeekable: false) }
-        return OpenReply(handle: 0, directIO: false, keepCache: true)
+    func openReply(for inode: Inode, flags: Int32) -> OpenReply {
+        switch inode.kind {
+        case .control: return OpenReply(handle: 0, directIO: true, keepCache: false, nonSeekable: false)
+        case .regular: return openRegular(inode, flags: flags)
+        default: return OpenReply(handle: 0, directIO: false, keepCache: true)
+        }
     }
 
     static func errno(_ e: FileError) -> Errno {
@@ -27,7 +30,7 @@ extension MemoryFileSystem {
                 if !cf.isTunable { return .failure(.acces) }
                 if !mayWriteTunable(r) { return .failure(.acces) }
             }
-            var reply = openReply(for: inode)
+            var reply = openReply(for: inode, flags: flags)
             if let stream = cf.stream { reply.handle = stream.open(); reply.nonSeekable = true } else { reply.handle = cf.openHandle() }
             return .success(reply)
         }
@@ -38,10 +41,11 @@ extension MemoryFileSystem {
         if flags & O_TRUNC != 0, let f = inode.file {
             if options.readOnly { return .failure(.rofs) }
             do { try f.truncate(to: 0) } catch { return .failure(MemoryFileSystem.errno(error)) }
+            inode.meta.withLock { inode.writebackFailedAt = .max }
             inode.touch(m: true, c: true)
             if r.uid != 0 { inode.dropSuidSgid() }
         }
-        return .success(openReply(for: inode))
+        return .success(openReply(for: inode, flags: flags))
     }
 
     public func read(_ r: Request, ino: UInt64, size: Int, offset: Int64, handle: UInt64, reply: consuming ReadReply) {
@@ -80,14 +84,26 @@ extension MemoryFileSystem {
         switch inode.kind {
         case .regular(let f):
             if options.readOnly { return .failure(.rofs) }
+            // Writeback carries bytes a writer was already told are written: it may use the
+            // reserve. After a refusal, later writeback may not grow the file past the refused
+            // offset (a hole there would read back as zeros).
+            if writepage {
+                let failedAt = inode.meta.withLock { inode.writebackFailedAt }
+                if offset > failedAt && offset + Int64(data.count) > f.size { return .failure(.nospc) }
+            }
             do {
-                let n = try f.write(data, at: offset)
+                let n = try f.write(data, at: offset, fromReserve: writepage)
+                updateFullness()
                 inode.touch(m: true, c: true)
                 // Under KILLPRIV_V2 the kernel writes through (not as writepage) when a caller
                 // without CAP_FSETID writes to a suid/sgid file: drop the bits as tmpfs does.
                 if !writepage && r.uid != 0 { inode.dropSuidSgid() }
                 return .success(n)
             } catch {
+                if writepage && error == .noSpace {
+                    inode.meta.withLock { inode.writebackFailedAt = min(inode.writebackFailedAt, offset) }
+                    logger.warning("writeback of \(data.count) bytes at \(offset) of inode \(ino) refused: the reserve is used up (its writer sees ENOSPC at fsync/close)")
+                }
                 return .failure(MemoryFileSystem.errno(error))
             }
         case .control(let cf):
@@ -157,8 +173,14 @@ extension MemoryFileSystem {
     public func fsync(_ r: Request, ino: UInt64, dataOnly: Bool, handle: UInt64) -> Errno? { nil }
     public func flush(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? { nil }
     public func release(_ r: Request, ino: UInt64, handle: UInt64, flags: Int32) -> Errno? {
-        if let inode = inode(ino), case .control(let cf) = inode.kind {
+        guard let inode = inode(ino) else { return nil }
+        switch inode.kind {
+        case .control(let cf):
             if let stream = cf.stream { stream.release(handle) } else { cf.release(handle: handle) }
+        case .regular:
+            releaseRegular(inode, handle: handle)
+        default:
+            break
         }
         return nil
     }

@@ -32,6 +32,11 @@ final class Inode: @unchecked Sendable {
     var kind: InodeKind
     /// Kernel lookup references (FUSE lookup count); guarded by the inode table's lock.
     var lookups: UInt64 = 0
+    /// Open handles that write through the kernel's page cache (guarded by `meta`).
+    var cachedWriters = 0
+    /// The lowest offset whose writeback was refused (guarded by `meta`): later writeback may
+    /// not grow the file past it, so a failure never leaves a hole that reads as zeros.
+    var writebackFailedAt = Int64.max
 
     init(ino: UInt64, mode: mode_t, uid: uid_t, gid: gid_t, kind: InodeKind) {
         self.ino = ino
@@ -82,9 +87,12 @@ final class Inode: @unchecked Sendable {
     /// Clears S_ISUID, and S_ISGID when group-executable (a set-group-id without S_IXGRP
     /// marks mandatory locking and stays), and the file capability, as a write by an
     /// unprivileged caller, a chown or a truncate must.
-    func dropSuidSgid() {
+    /// `anyType`: also for FIFOs, sockets and device nodes (a chown clears them on every
+    /// non-directory, as tmpfs does).
+    func dropSuidSgid(anyType: Bool = false) {
         meta.withLock {
-            guard mode & S_IFMT == S_IFREG else { return }
+            let type = mode & S_IFMT
+            guard type == S_IFREG || (anyType && type != S_IFDIR) else { return }
             var m = mode & ~S_ISUID
             if m & S_IXGRP != 0 { m &= ~S_ISGID }
             if m != mode { mode = m; ctime = Clock.now() }

@@ -6,6 +6,7 @@ import FUSE
 import Glibc
 import KSM
 import Logging
+import Synchronization
 
 public struct FileSystemOptions: Sendable {
     public var capacityBytes: Int
@@ -48,6 +49,12 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     private var freedSinceTrim = 0
     let root: Inode
     var controlDirectory: Inode!
+    /// Where cache invalidations go (the session's notifier thread); set before serving.
+    public var kernelCache: KernelCache?
+    /// Whether writes are admitted one by one (see Capacity.swift), and below how many
+    /// available blocks that starts (0: never; set before serving).
+    let nearlyFull = Atomic<Bool>(false)
+    var nearlyFullBelow = 0
 
     public init(options: FileSystemOptions, logger: Logger = Logger(label: "ksmfs")) {
         self.options = options
@@ -89,6 +96,16 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
 
     var usedInodes: Int { tableLock.withShared { inodeCount } }
 
+    /// Regular files that some handle has open for cached writing.
+    func cachedWriterInodes() -> [UInt64] {
+        tableLock.withShared {
+            table.values.compactMap { i in
+                guard i.file != nil else { return nil }
+                return i.meta.withLock { i.cachedWriters } > 0 ? i.ino : nil
+            }
+        }
+    }
+
     /// Counts one kernel reference for an entry handed out.
     func remember(_ inode: Inode) -> Entry {
         tableLock.withExclusive { inode.lookups += 1 }
@@ -96,9 +113,10 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     }
 
     func entry(_ inode: Inode) -> Entry {
+        let st = inode.attributes()
         let timeout: Double
-        if case .control = inode.kind { timeout = 0 } else { timeout = 1 }
-        return Entry(attributes: inode.attributes(), attributeTimeout: timeout, entryTimeout: 1)
+        if case .control = inode.kind { timeout = 0 } else { timeout = attributeTimeout(for: st) }
+        return Entry(attributes: st, attributeTimeout: timeout, entryTimeout: 1)
     }
 
     public func forget(ino: UInt64, lookups: UInt64) {
@@ -192,8 +210,10 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
         }
     }
 
-    public func getattr(_ r: Request, ino: UInt64) -> Result<stat, Errno> {
-        get(ino).map { $0.attributes() }
+    public func getattr(_ r: Request, ino: UInt64, handle: UInt64?) -> Result<stat, Errno> {
+        // Before a cached write() while nearly full: refuse it if nothing is available.
+        if refusesCachedWrite(handle) { return .failure(.nospc) }
+        return get(ino).map { $0.attributes() }
     }
 
     public func statfs(_ r: Request, ino: UInt64) -> Result<statvfs, Errno> {
@@ -202,7 +222,7 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
         sv.f_frsize = UInt(BlockArena.pageSize)
         sv.f_blocks = UInt(arena.capacity)
         sv.f_bfree = UInt(arena.free)
-        sv.f_bavail = sv.f_bfree
+        sv.f_bavail = UInt(arena.available)
         sv.f_files = UInt(options.maxInodes)
         sv.f_ffree = UInt(max(0, options.maxInodes - usedInodes))
         sv.f_favail = sv.f_ffree

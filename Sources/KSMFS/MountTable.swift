@@ -31,12 +31,28 @@ public enum MountTable {
     /// Sets the kernel's read-ahead of the mount at `path` (its backing device's
     /// read_ahead_kb in sysfs; root only). Returns nil on success, else why not.
     public static func setReadahead(bytes: Int, of path: String) -> String? {
+        writeBDI("read_ahead_kb", "\(bytes >> 10)", of: path)
+    }
+
+    /// Caps the kernel's dirty page cache for the mount at `path` (the bdi's max_bytes, Linux
+    /// 6.2+; root only). Returns nil on success, else why not.
+    public static func setDirtyLimit(bytes: Int, of path: String) -> String? {
+        writeBDI("max_bytes", "\(bytes)", of: path)
+    }
+
+    /// The kernel's dirty limit for the mount at `path` in bytes (readable by anyone).
+    public static func dirtyLimit(of path: String) -> Int? {
+        guard let dev = device(of: path) else { return nil }
+        return lines("/sys/class/bdi/\(dev)/max_bytes").first.flatMap { $0.first.flatMap { Int(String($0.filter(\.isNumber))) } }
+    }
+
+    private static func writeBDI(_ name: String, _ value: String, of path: String) -> String? {
         guard let dev = device(of: path) else { return "\(path) is not in /proc/self/mountinfo" }
-        let file = "/sys/class/bdi/\(dev)/read_ahead_kb"
+        let file = "/sys/class/bdi/\(dev)/\(name)"
         let fd = open(file, O_WRONLY)
         guard fd >= 0 else { return "\(file): \(String(cString: strerror(errno)))" }
         defer { close(fd) }
-        let text = "\(bytes >> 10)\n"
+        let text = "\(value)\n"
         let n = text.withCString { Glibc.write(fd, $0, strlen($0)) }
         return n < 0 ? "\(file): \(String(cString: strerror(errno)))" : nil
     }

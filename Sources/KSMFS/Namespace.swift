@@ -103,7 +103,7 @@ extension MemoryFileSystem {
             }
             return addChild(r, parent: parent, name: name, mode: S_IFREG | (mode & 0o7777), make: newFile).map { child in
                 if let dirInode = inode(parent) { registerIfFile(child, mergeable: inheritedMergeable(dirInode)) }
-                return (remember(child), openReply(for: child))
+                return (remember(child), openReply(for: child, flags: flags))
             }
         }
     }
@@ -277,6 +277,7 @@ extension MemoryFileSystem {
                 return .failure(error == .noSpace ? .nospc : error == .tooBig ? .fbig : .inval)
             }
             _ = old
+            inode.meta.withLock { inode.writebackFailedAt = .max }
             inode.touch(m: true, c: true)
         }
         let now = Clock.now()
@@ -297,7 +298,8 @@ extension MemoryFileSystem {
             if let c = change.ctime { inode.ctime = c } else { inode.ctime = now }
         }
         // KILLPRIV_V2: a chown, or a truncate the kernel flags, drops suid/sgid here.
-        if change.killSuidGid || ((change.uid != nil || change.gid != nil) && change.mode == nil) { inode.dropSuidSgid() }
+        if change.killSuidGid { inode.dropSuidSgid() }
+        if (change.uid != nil || change.gid != nil) && change.mode == nil { inode.dropSuidSgid(anyType: true) }
         if change.uid != nil, let f = inode.file {
             let uid = inode.meta.withLock { inode.uid }
             if uid != f.owner && !engine.ownerChanged(f, to: uid) { return .failure(.nomem) }

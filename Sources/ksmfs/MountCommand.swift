@@ -87,6 +87,19 @@ struct MountCommand: ParsableCommand {
             let message: Logger.Message = "read-ahead left at the kernel's default: \(why)"
             if parsed.readahead != nil { logger.warning(message) } else { logger.debug(message) }
         }
+        fs.kernelCache = session.kernelCache
+        if fsOptions.writebackCache {
+            // The kernel holds a writer's data in its page cache before ksmfs sees it: cap that
+            // and keep a reserve for it (see Capacity.swift).
+            let want = CapacityReserve.dirtyLimit(forCapacity: fsOptions.capacityBytes)
+            if let why = MountTable.setDirtyLimit(bytes: want, of: absolute) { logger.debug("dirty limit left at the kernel's: \(why)") }
+            let actual = MountTable.dirtyLimit(of: absolute) ?? want
+            let reserve = CapacityReserve(capacityBytes: fsOptions.capacityBytes, dirtyLimitBytes: actual)
+            fs.configureReserve(reserve)
+            if actual > want * 2 {
+                logger.notice("the kernel may hold \(actual >> 20) MiB of unwritten data for this mount (its dirty limit could not be lowered: not root); \(reserve.blocks >> 8) MiB are reserved for it")
+            }
+        }
         if daemon && !session.daemonize(foreground: false) { fail("could not detach from the terminal") }
         if let pidFile = parsed.pidFile {
             let text = "\(getpid())\n"

@@ -140,7 +140,7 @@ class Mount:
 def _tmpfs_opts(opts):
     keep = []
     for o in filter(None, opts.split(",")):
-        if o.split("=")[0] in ("allow_other", "auto_unmount", "default_permissions"):
+        if o.split("=")[0] in ("allow_other", "auto_unmount", "default_permissions", "no_writeback_cache"):
             continue
         keep.append(o)
     return ",".join(keep)

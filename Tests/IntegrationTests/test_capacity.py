@@ -128,7 +128,9 @@ def test_statfs_reports_4_KiB_blocks_size_nr_inodes_and_namemax_255(mounted):
         assert st.f_blocks * st.f_frsize == 8 * MiB
         assert st.f_files == 1000
         assert st.f_namemax == 255
-        assert st.f_bfree == st.f_bavail
+        # ksmfs keeps a reserve for what the kernel's writeback cache holds (f_bfree counts
+        # it, f_bavail does not, as ext4's reserved blocks); tmpfs has none.
+        assert st.f_bavail <= st.f_bfree
         assert st.f_bfree <= st.f_blocks
 
 

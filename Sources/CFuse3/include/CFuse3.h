@@ -26,6 +26,9 @@ int cfuse_session_loop_mt(struct fuse_session *se, unsigned max_threads, int clo
  * Call after fuse_session_mount. Returns 0 on success. */
 int cfuse_enable_killpriv_v2(struct fuse_session *se);
 
+/* FUSE_NOTIFY_INVAL_INODE (off < 0: attributes only). Never from a request handler. */
+int cfuse_notify_inval_inode(struct fuse_session *se, uint64_t ino, int64_t off, int64_t len);
+
 /* fuse_file_info bitfields. */
 void cfuse_fi_set_direct_io(struct fuse_file_info *fi, int on);
 void cfuse_fi_set_keep_cache(struct fuse_file_info *fi, int on);
