@@ -133,7 +133,9 @@ func makeOperations() -> fuse_lowlevel_ops {
     }
     ops.open = { req, ino, fi in
         switch fs(req).open(Request(req!), ino: UInt64(ino), flags: fi!.pointee.flags) {
-        case .success(let o): applyOpen(fi!, o); fuse_reply_open(req, fi)
+        case .success(let o):
+            applyOpen(fi!, o)
+            fuse_reply_open(req, fi)
         case .failure(let e): fuse_reply_err(req, e.rawValue)
         }
     }
@@ -167,7 +169,9 @@ func makeOperations() -> fuse_lowlevel_ops {
     }
     ops.opendir = { req, ino, fi in
         switch fs(req).opendir(Request(req!), ino: UInt64(ino), flags: fi!.pointee.flags) {
-        case .success(let o): fi!.pointee.fh = o.handle; fuse_reply_open(req, fi)
+        case .success(let o):
+            fi!.pointee.fh = o.handle
+            fuse_reply_open(req, fi)
         case .failure(let e): fuse_reply_err(req, e.rawValue)
         }
     }
@@ -180,7 +184,8 @@ func makeOperations() -> fuse_lowlevel_ops {
             fuse_reply_buf(req, buffer.storage, buffer.used)
         }
     }
-    ops.releasedir = { req, ino, fi in replyErr(req, fs(req).releasedir(Request(req!), ino: UInt64(ino), handle: handle(fi))) }
+    ops.releasedir = { req, ino, fi in
+        replyErr(req, fs(req).releasedir(Request(req!), ino: UInt64(ino), handle: handle(fi))) }
     ops.fsyncdir = { req, ino, datasync, fi in
         replyErr(req, fs(req).fsyncdir(Request(req!), ino: UInt64(ino), dataOnly: datasync != 0, handle: handle(fi)))
     }
@@ -260,15 +265,36 @@ public final class Session {
         if session == nil { throw SessionError("could not create the FUSE session (bad FUSE option?)") }
     }
 
-    /// Mounts at `path` (`fuse_session_mount`) and installs SIGINT/SIGTERM/SIGHUP handlers that
-    /// end the loop so the caller can unmount cleanly.
+    /// What a stop signal did: refused while files were open, forced (a second signal within
+    /// the grace period), or a clean stop of an idle mount.
+    public enum StopEvent {
+        case refused(signal: Int32, openHandles: Int)
+        case forced(signal: Int32, openHandles: Int)
+        case clean(signal: Int32)
+    }
+    /// A second stop signal within this many seconds of a refused one forces the stop.
+    public static let forceWithin = 10
+    /// Called (on a thread of its own, never in the signal handler) for each stop signal.
+    public var onStopSignal: ((StopEvent) -> Void)?
+    private var reporter = pthread_t()
+    private var reporting = false
+
+    /// Handles that make the mount busy (a filesystem counts them with `handleOpened` and
+    /// `handleClosed`: open files and directories that hold data, not status files).
+    public static var openHandles: Int { cfuse_open_handle_count() }
+    public static func handleOpened() { cfuse_handle_opened() }
+    public static func handleClosed() { cfuse_handle_closed() }
+
+    /// Mounts at `path` (`fuse_session_mount`) and installs SIGINT/SIGTERM/SIGHUP handlers:
+    /// the loop ends (so the caller unmounts cleanly) unless files are open, in which case the
+    /// first signal is refused, as `umount` of a busy filesystem is.
     public func mount(at path: String) throws {
         signal(SIGINT, SIG_DFL)
         signal(SIGTERM, SIG_DFL)
         signal(SIGHUP, SIG_DFL)
-        if fuse_set_signal_handlers(session) != 0 { throw SessionError("could not install signal handlers") }
+        if cfuse_install_stop_handlers(session, Int32(Session.forceWithin * 1000)) != 0 { throw SessionError("could not install signal handlers") }
         if fuse_session_mount(session, path) != 0 {
-            fuse_remove_signal_handlers(session)
+            cfuse_remove_stop_handlers()
             throw SessionError("mounting \(path) failed (see the message above)")
         }
         mounted = true
@@ -284,7 +310,36 @@ public final class Session {
     /// The notifier thread starts here, after any `daemonize` (a fork keeps no threads).
     public func run(maxThreads: Int) -> Int32 {
         kernelCache?.start()
-        return cfuse_session_loop_mt(session, UInt32(max(1, maxThreads)), 0)
+        startReporter()
+        let rc = cfuse_session_loop_mt(session, UInt32(max(1, maxThreads)), 0)
+        stopReporter()
+        return rc
+    }
+
+    private func startReporter() {
+        guard onStopSignal != nil else { return }
+        reporting = true
+        pthread_create(&reporter, nil, { arg in
+            let s = Unmanaged<Session>.fromOpaque(arg!).takeUnretainedValue()
+            while true {
+                var sig: Int32 = 0
+                var busy = 0
+                let event = cfuse_wait_stop_event(&sig, &busy)
+                switch Int(event) {
+                case Int(CFUSE_STOP_REFUSED): s.onStopSignal?(.refused(signal: sig, openHandles: busy))
+                case Int(CFUSE_STOP_FORCED): s.onStopSignal?(.forced(signal: sig, openHandles: busy))
+                case Int(CFUSE_STOP_CLEAN): s.onStopSignal?(.clean(signal: sig))
+                default: return nil
+                }
+            }
+        }, Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    private func stopReporter() {
+        guard reporting else { return }
+        reporting = false
+        cfuse_post_stop_event(Int32(CFUSE_STOP_QUIT))
+        pthread_join(reporter, nil)
     }
 
     /// Asks the loop to end (from any thread).
@@ -293,7 +348,7 @@ public final class Session {
     public func unmount() {
         guard mounted else { return }
         kernelCache?.stop()
-        fuse_remove_signal_handlers(session)
+        cfuse_remove_stop_handlers()
         fuse_session_unmount(session)
         mounted = false
     }

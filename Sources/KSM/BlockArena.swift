@@ -44,6 +44,8 @@ public final class BlockArena: @unchecked Sendable {
 
     /// A test seam: when set, `allocate` fails as if the arena were full.
     public var failAllocations = false
+    /// Injected failures of allocation and of the syscalls behind it (tests; see ArenaFaults).
+    public let faults = ArenaFaults()
     /// Allocations refused so far, by cause (for ksm/metrics and tests).
     public private(set) var refusedFull = 0
     public private(set) var refusedReserve = 0
@@ -108,7 +110,7 @@ public final class BlockArena: @unchecked Sendable {
         if count == 0 { return }
         mutex.lock()
         defer { mutex.unlock() }
-        if failAllocations { throw OutOfSpace() }
+        if failAllocations || faults.allocationFails() { throw OutOfSpace() }
         if liveBlocks + count > capacity - (fromReserve ? 0 : reserve) {
             if fromReserve { refusedFull += 1 } else { refusedReserve += 1 }
             throw OutOfSpace()
@@ -134,8 +136,12 @@ public final class BlockArena: @unchecked Sendable {
     }
 
     /// Faults in runs of adjacent blocks in one call (MADV_POPULATE_WRITE) instead of one page
-    /// fault per block: a large write then fills memory that is already mapped.
-    public func populate(_ ids: UnsafePointer<UInt32>, count: Int) {
+    /// fault per block: a large write then fills memory that is already mapped. Returns false
+    /// when the memory cannot be had (ENOMEM: the machine or the daemon's cgroup is out of it,
+    /// or the `failPopulate` seam); a kernel without MADV_POPULATE_WRITE counts as success.
+    @discardableResult
+    public func populate(_ ids: UnsafePointer<UInt32>, count: Int) -> Bool {
+        if faults.populateFails() { return false }
         // Runs of consecutive ids, ascending (fresh blocks) or descending (the free stack
         // hands back sorted runs in reverse).
         var i = 0
@@ -143,12 +149,12 @@ public final class BlockArena: @unchecked Sendable {
             var j = i + 1
             while j < count && ids[j] == ids[j - 1] &+ 1 { j += 1 }
             if j == i + 1 { while j < count && ids[j] &+ 1 == ids[j - 1] { j += 1 } }
-            if j - i >= 4 {
-                let low = min(ids[i], ids[j - 1])
-                _ = madvise(pointer(low), (j - i) << BlockArena.pageShift, 23 /* MADV_POPULATE_WRITE */)
-            }
+            let low = min(ids[i], ids[j - 1])
+            if madvise(pointer(low), (j - i) << BlockArena.pageShift, 23 /* MADV_POPULATE_WRITE */) != 0
+                && (errno == ENOMEM || errno == EFAULT) { return false }
             i = j
         }
+        return true
     }
 
     /// Allocates one block, or nil when the arena is full.
@@ -196,7 +202,9 @@ public final class BlockArena: @unchecked Sendable {
         while i < pendingCount {
             var j = i + 1
             while j < pendingCount && pending[j] == pending[j - 1] + 1 { j += 1 }
-            madvise(pointer(pending[i]), (j - i) << BlockArena.pageShift, MADV_DONTNEED)
+            let run = pointer(pending[i]), bytes = (j - i) << BlockArena.pageShift
+            // A reused block must read as zeros: if the kernel cannot drop the pages, zero them.
+            if faults.releaseFails() || madvise(run, bytes, MADV_DONTNEED) != 0 { memset(run, 0, bytes) }
             i = j
         }
         for k in 0..<pendingCount {

@@ -11,6 +11,8 @@ public enum FileError: Error, Equatable {
     case noSpace
     case tooBig
     case invalid
+    /// The machine (or the daemon's memory cgroup) could not give the pages: ENOMEM.
+    case noMemory
 }
 
 public final class MergeableFile: @unchecked Sendable {
@@ -214,17 +216,22 @@ public final class MergeableFile: @unchecked Sendable {
             return
         }
         // The block list lives on the stack (a 1 MiB write needs 256 ids): no heap per write.
-        let ok = withUnsafeTemporaryAllocation(of: UInt32.self, capacity: need) { buf -> Bool in
+        let failure = withUnsafeTemporaryAllocation(of: UInt32.self, capacity: need) { buf -> FileError? in
             let fresh = buf.baseAddress!
-            do { try arena.allocate(need, into: fresh, fromReserve: fromReserve) } catch { return false }
-            if need >= 16 { arena.populate(fresh, count: need) }
+            do { try arena.allocate(need, into: fresh, fromReserve: fromReserve) } catch { return .noSpace }
+            // Fault the pages in before touching them: when memory runs out this is an ENOMEM
+            // here, not a store that faults for ever (a memory cgroup with nothing to kill).
+            if !arena.populate(fresh, count: need) {
+                for i in 0..<need { arena.release(fresh[i]) }
+                return .noMemory
+            }
             var used = 0
             body(fresh, &used)
             precondition(used <= need, "write used more fresh blocks than counted")
             for i in used..<need { arena.release(fresh[i]) }
-            return true
+            return nil
         }
-        if !ok { throw .noSpace }
+        if let failure { throw failure }
         arena.flush()
     }
 

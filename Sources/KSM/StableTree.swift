@@ -174,7 +174,10 @@ extension KSMEngine {
                         if used == have {
                             let n = min(batch, copies)
                             do { try arena.allocate(n, into: fresh) } catch { return false }
-                            arena.populate(fresh, count: n)
+                            if !arena.populate(fresh, count: n) {
+                                for i in 0..<n { arena.release(fresh[i]) }
+                                return false
+                            }
                             have = n; used = 0; copies -= n
                         }
                         let nb = fresh[used]

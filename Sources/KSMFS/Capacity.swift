@@ -91,6 +91,7 @@ extension MemoryFileSystem {
 
     /// The open handle and kernel caching for a regular file opened with `flags`.
     func openRegular(_ inode: Inode, flags: Int32) -> OpenReply {
+        Session.handleOpened()
         let writable = flags & O_ACCMODE != O_RDONLY
         var direct = false
         if writable {
@@ -102,6 +103,7 @@ extension MemoryFileSystem {
     }
 
     func releaseRegular(_ inode: Inode, handle: UInt64) {
+        Session.handleClosed()
         if FileHandle(raw: handle).cachedWriter { inode.meta.withLock { inode.cachedWriters -= 1 } }
         updateFullness()
     }

@@ -19,6 +19,7 @@ extension MemoryFileSystem {
         case .noSpace: return .nospc
         case .tooBig: return .fbig
         case .invalid: return .inval
+        case .noMemory: return .nomem
         }
     }
 
@@ -100,9 +101,9 @@ extension MemoryFileSystem {
                 if !writepage && r.uid != 0 { inode.dropSuidSgid() }
                 return .success(n)
             } catch {
-                if writepage && error == .noSpace {
+                if writepage && (error == .noSpace || error == .noMemory) {
                     inode.meta.withLock { inode.writebackFailedAt = min(inode.writebackFailedAt, offset) }
-                    logger.warning("writeback of \(data.count) bytes at \(offset) of inode \(ino) refused: the reserve is used up (its writer sees ENOSPC at fsync/close)")
+                    logger.warning("writeback of \(data.count) bytes at \(offset) of inode \(ino) refused (\(error == .noSpace ? "the reserve is used up" : "out of memory")): its writer sees the error at fsync/close")
                 }
                 return .failure(MemoryFileSystem.errno(error))
             }

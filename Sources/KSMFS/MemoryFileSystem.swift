@@ -96,6 +96,9 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
 
     var usedInodes: Int { tableLock.withShared { inodeCount } }
 
+    /// Inodes in use (the root counts) and bytes of data held (shared blocks once).
+    public var contents: (inodes: Int, bytes: Int) { (usedInodes, arena.used * BlockArena.pageSize) }
+
     /// Regular files that some handle has open for cached writing.
     func cachedWriterInodes() -> [UInt64] {
         tableLock.withShared {

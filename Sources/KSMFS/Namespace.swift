@@ -274,7 +274,7 @@ extension MemoryFileSystem {
             guard let f = inode.file else { return .failure(inode.isDirectory ? .isdir : .inval) }
             let old = f.size
             do { try f.truncate(to: Int64(bitPattern: size)) } catch {
-                return .failure(error == .noSpace ? .nospc : error == .tooBig ? .fbig : .inval)
+                return .failure(MemoryFileSystem.errno(error))
             }
             _ = old
             inode.meta.withLock { inode.writebackFailedAt = .max }
@@ -310,7 +310,14 @@ extension MemoryFileSystem {
     // MARK: directories
 
     public func opendir(_ r: Request, ino: UInt64, flags: Int32) -> Result<OpenReply, Errno> {
-        namespace.withLock { directory(ino).map { _ in OpenReply() } }
+        let result = namespace.withLock { directory(ino).map { _ in OpenReply() } }
+        if case .success = result { Session.handleOpened() }
+        return result
+    }
+
+    public func releasedir(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? {
+        Session.handleClosed()
+        return nil
     }
 
     public func readdir(_ r: Request, ino: UInt64, offset: Int64, handle: UInt64, into buffer: inout DirectoryBuffer) -> Errno? {

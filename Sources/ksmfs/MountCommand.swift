@@ -15,6 +15,7 @@ let mountOptionsHelp = """
       merge=all|none      whether new files are mergeable (default all; per file: user.ksm.mergeable)
       no_writeback_cache  send every write to the daemon at once (slower small writes)
       readahead=N[k|m]    the kernel's read-ahead for the mount (default 1m, as root; 0 = the kernel's 128k)
+      oom_score_adj=N     the daemon's OOM score adjustment (default -1000: never the OOM killer's choice)
       log=FILE            where a daemonized ksmfs logs (default: syslog)
       pidfile=FILE        write the daemon's pid there
       allow_other, ro, noatime and the usual FUSE mount options
@@ -53,13 +54,20 @@ struct MountCommand: ParsableCommand {
         let parsed: MountOptions
         do { parsed = try MountOptions.parse(words) } catch { fail(error.description) }
         let daemon = !(foreground || debug)
-        LogSetup.bootstrap(level: debug ? .debug : .info, file: parsed.logFile, syslog: daemon && parsed.logFile == nil)
-        let logger = Logger(label: "ksmfs")
-
         var st = stat()
         if stat(mountpoint, &st) != 0 { fail("mountpoint \(mountpoint) does not exist") }
         if st.st_mode & S_IFMT != S_IFDIR { fail("mountpoint \(mountpoint) is not a directory") }
-        let absolute = realpath(mountpoint, nil).map { p in defer { free(p) }; return String(cString: p) } ?? mountpoint
+        let absolute = realpath(mountpoint, nil).map { p in defer { free(p) }; return String(decoding: UnsafeRawBufferPointer(start: p, count: strlen(p)), as: UTF8.self) } ?? mountpoint
+        // Log where a user will look: stderr in the foreground; daemonized, syslog (the
+        // journal), or a file when there is no syslog socket.
+        var logFile = parsed.logFile
+        if daemon && logFile == nil && access("/dev/log", F_OK) != 0 { logFile = DaemonRecord.defaultLog(for: absolute) }
+        LogSetup.bootstrap(level: debug ? .debug : .info, file: logFile, syslog: daemon && logFile == nil)
+        let logger = Logger(label: "ksmfs")
+        for previous in DaemonRecord.dead(mountpoint: absolute) {
+            writeStderr("ksmfs: warning: \(previous.line)\n")
+            logger.warning("\(previous.line)")
+        }
         if MountTable.isKSMFSMount(absolute) { fail("\(absolute) is already a ksmfs mount (unmount it first: fusermount3 -u \(absolute))") }
         if access("/dev/fuse", F_OK) != 0 { fail("/dev/fuse is missing: load the fuse module (modprobe fuse) or give the container the device") }
         if access("/dev/fuse", R_OK | W_OK) != 0 && getuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0 {
@@ -74,9 +82,20 @@ struct MountCommand: ParsableCommand {
             close(fd)
         }
 
+        let oom = OOMScore.apply(parsed.oomScoreAdj)
+        if !oom.exact {
+            let line = "ksmfs: notice: running with oom_score_adj \(oom.value), not \(parsed.oomScoreAdj) (lowering it needs root or CAP_SYS_RESOURCE): the OOM killer may choose this daemon, and every file of the mount with it\n"
+            writeStderr(line)
+            logger.notice("\(line.dropFirst(7).dropLast())")
+        }
+
         var fsOptions = parsed.filesystem
         fsOptions.mountpoint = absolute
         let fs = MemoryFileSystem(options: fsOptions, logger: logger)
+        if let spec = getenv("KSMFS_FAULTS") {
+            do { try fs.arena.faults.configure(String(cString: spec)) } catch { fail(error.description) }
+            logger.warning("fault injection on: KSMFS_FAULTS=\(String(cString: spec))")
+        }
         let session: Session
         do { session = try Session(filesystem: fs, options: parsed.fuseOptions, debug: debug) } catch { fail("\(error)") }
         do { try session.mount(at: absolute) } catch {
@@ -107,13 +126,35 @@ struct MountCommand: ParsableCommand {
             if fd >= 0 { _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }; close(fd) }
             else { logger.warning("cannot write pid file \(pidFile): \(String(cString: strerror(errno)))") }
         }
+        let record = DaemonRecord(mountpoint: absolute, log: logFile ?? (daemon ? "syslog" : "stderr"))
         logger.info("mounted at \(absolute), capacity \(parsed.filesystem.capacityBytes >> 20) MiB, \(parsed.filesystem.maxInodes) inodes")
+        var forced = false
+        session.onStopSignal = { event in
+            switch event {
+            case .refused(let sig, let open):
+                logger.warning("\(DaemonRecord.signalName(sig)) refused: \(absolute) is in use (\(open) open \(open == 1 ? "file or directory" : "files or directories"); unmounting would lose them, as umount says EBUSY). Close them and signal again, or signal again within \(Session.forceWithin) s to stop anyway.")
+            case .forced(let sig, let open):
+                forced = true
+                logger.warning("\(DaemonRecord.signalName(sig)) again: stopping although \(open) \(open == 1 ? "file or directory is" : "files or directories are") open")
+            case .clean(let sig):
+                logger.info("\(DaemonRecord.signalName(sig)): stopping")
+            }
+        }
         fs.engine.start()
         let rc = session.run(maxThreads: 16)
+        let (inodes, bytes) = fs.contents
+        let open = Session.openHandles
         session.unmount()
         fs.engine.stop()
         if let pidFile = parsed.pidFile { unlink(pidFile) }
-        logger.info("unmounted \(absolute)")
+        let files = max(0, inodes - 1)
+        let discarded = "\(files) \(files == 1 ? "file or directory" : "files and directories") with \(bytes >> 20) MiB of data discarded"
+        if forced || open > 0 {
+            logger.warning("unmounted \(absolute) with \(open) still open: \(discarded)")
+        } else {
+            logger.info("unmounted \(absolute): \(discarded)")
+        }
+        record?.remove()
         if rc < 0 { Glibc.exit(1) }
     }
 }

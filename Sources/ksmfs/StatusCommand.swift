@@ -18,10 +18,18 @@ struct StatusCommand: ParsableCommand {
     @Flag(help: "Print JSON (one object per mount, in an array).")
     var json = false
 
-    @Option(help: "Seconds between samples (rates are measured over it).")
+    @Option(help: "Seconds between samples (rates are measured over it), from 0.05 to 86400.")
     var interval: Double = 1
 
+    func validate() throws {
+        guard interval.isFinite, interval >= 0.05, interval <= 86400 else {
+            throw ValidationError("--interval must be a number of seconds from 0.05 to 86400, not \(interval)")
+        }
+    }
+
     func run() throws {
+        // Daemons that died without unmounting: their files are gone, say so first.
+        for previous in DaemonRecord.dead() { writeStderr("ksmfs: warning: \(previous.line)\n") }
         let mounts: [String]
         if let m = mountpoint {
             let abs = realpath(m, nil).map { p in defer { free(p) }; return String(cString: p) } ?? m
@@ -37,11 +45,12 @@ struct StatusCommand: ParsableCommand {
                 throw ExitCode(1)
             }
         }
-        let micro = useconds_t(max(0.05, interval) * 1_000_000)
+        let pause = timespec(tv_sec: Int(interval), tv_nsec: Int((interval - interval.rounded(.down)) * 1e9))
         var before = mounts.map { Metrics.read($0) }
         var t0 = monotonic()
         repeat {
-            usleep(micro)
+            var left = pause, rest = timespec()
+            while nanosleep(&left, &rest) != 0 && errno == EINTR { left = rest }
             let after = mounts.map { Metrics.read($0) }
             let dt = monotonic() - t0
             t0 = monotonic()

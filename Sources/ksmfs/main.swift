@@ -26,4 +26,17 @@ func writeStderr(_ s: String) {
     _ = Glibc.write(2, &bytes, bytes.count)
 }
 
-KSMFSCommand.main()
+// Errors are one line on stderr starting "ksmfs:", exit code 1 (as coreutils), not
+// argument-parser's error-plus-usage block; help and --version print as usual.
+do {
+    var command = try KSMFSCommand.parseAsRoot()
+    try command.run()
+} catch let code as ExitCode {
+    Glibc.exit(code.rawValue)      // a subcommand chose its code and said why
+} catch {
+    if KSMFSCommand.exitCode(for: error).isSuccess { KSMFSCommand.exit(withError: error) }
+    let text = KSMFSCommand.message(for: error)
+    let first = text.split(separator: "\n").first.map(String.init) ?? "invalid command line"
+    writeStderr("ksmfs: \(first.hasPrefix("Error: ") ? String(first.dropFirst(7)) : first) (see ksmfs --help)\n")
+    Glibc.exit(1)
+}

@@ -29,6 +29,24 @@ int cfuse_enable_killpriv_v2(struct fuse_session *se);
 /* FUSE_NOTIFY_INVAL_INODE (off < 0: attributes only). Never from a request handler. */
 int cfuse_notify_inval_inode(struct fuse_session *se, uint64_t ino, int64_t off, int64_t len);
 
+/* Stopping. Open handles are counted by the session's callbacks; SIGINT/SIGTERM/SIGHUP while
+ * any is open are refused once (a second signal within grace_ms forces the stop). Events are
+ * read by a normal thread with cfuse_wait_stop_event. */
+enum { CFUSE_STOP_REFUSED = 1, CFUSE_STOP_FORCED = 2, CFUSE_STOP_CLEAN = 3, CFUSE_STOP_QUIT = 4 };
+void cfuse_handle_opened(void);
+void cfuse_handle_closed(void);
+long cfuse_open_handle_count(void);
+int cfuse_install_stop_handlers(struct fuse_session *se, int grace_ms);
+void cfuse_remove_stop_handlers(void);
+int cfuse_wait_stop_event(int *signal_out, long *busy_out);
+void cfuse_post_stop_event(int event);
+/* A fatal signal (SIGSEGV, SIGBUS, SIGILL, SIGTRAP, SIGFPE, SIGABRT) appends
+ * "ended=signal N" to fd, then goes on to the handler that was there before. */
+int cfuse_record_crashes(int fd);
+/* klogctl(2) (glibc's wrapper is not in Swift's Glibc module): the kernel log, for the daemon's
+ * own OOM kill. */
+int cfuse_klogctl(int type, char *buf, int len);
+
 /* fuse_file_info bitfields. */
 void cfuse_fi_set_direct_io(struct fuse_file_info *fi, int on);
 void cfuse_fi_set_keep_cache(struct fuse_file_info *fi, int on);
