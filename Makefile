@@ -3,6 +3,8 @@
 SWIFT ?= swift
 MNT ?= /tmp/ksmfs-demo
 BIN := .build/release/ksmfs
+# Warnings are defects: every build of the project's own targets fails on one.
+STRICT := -Xswiftc -warnings-as-errors
 
 .PHONY: deps build mount demo test unit integration bench install sanitize soak clean
 
@@ -10,13 +12,13 @@ deps:
 	@bash scripts/install-deps.sh
 
 build: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release $(STRICT)
 
 mount demo: build
 	@bash mount-examples/quickstart.sh $(MNT)
 
 unit: deps
-	$(SWIFT) build --build-tests
+	$(SWIFT) build --build-tests $(STRICT)
 	$(SWIFT) test --skip-build
 
 integration: build
@@ -25,7 +27,7 @@ integration: build
 test: build unit integration
 
 bench: build
-	$(SWIFT) run -c release ksmfs-bench io
+	$(SWIFT) run -c release $(STRICT) ksmfs-bench io
 
 # The daemon built with ThreadSanitizer and with AddressSanitizer, each under the integration
 # suite, and the unit tests under both. Any sanitizer report fails the target. (libfuse's

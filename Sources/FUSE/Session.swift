@@ -52,7 +52,7 @@ private func replyXattr(_ req: fuse_req_t?, _ result: Result<XattrReply, Errno>,
     case .success(.data(let bytes)):
         if size == 0 { fuse_reply_xattr(req, bytes.count) }
         else if bytes.count > size { fuse_reply_err(req, ERANGE) }
-        else { bytes.withUnsafeBufferPointer { fuse_reply_buf(req, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) } }
+        else { _ = bytes.withUnsafeBufferPointer { fuse_reply_buf(req, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), $0.count) } }
     }
 }
 

@@ -112,7 +112,7 @@ public final class MergeableFile: @unchecked Sendable {
                 done += v.iov_len
             }
             var one = iovec(iov_base: bounce, iov_len: total)
-            return body(UnsafeBufferPointer(start: &one, count: 1))
+            return withUnsafePointer(to: &one) { body(UnsafeBufferPointer(start: $0, count: 1)) }
         }
     }
 

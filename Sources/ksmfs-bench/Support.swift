@@ -35,7 +35,7 @@ struct Stats {
 func fmt(_ v: Double, _ digits: Int = 2) -> String {
     var buf = [CChar](repeating: 0, count: 64)
     _ = withVaList([v]) { vsnprintf(&buf, 64, "%.\(digits)f", $0) }
-    return String(cString: buf)
+    return String(decodingCString: buf)
 }
 
 func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
@@ -77,7 +77,7 @@ func selfExecutable() -> String {
 private func selfExecutableOrNil() -> String? {
     var buf = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buf, 4095)
-    return n > 0 ? String(cString: buf) : nil
+    return n > 0 ? String(decodingCString: buf) : nil
 }
 
 /// A mounted filesystem under test; unmounted by `close()`.
@@ -107,7 +107,7 @@ final class BenchMount {
         var line = [CChar](repeating: 0, count: 64)
         fgets(&line, 64, p)
         pclose(p)
-        let pid = pid_t(String(cString: line).trimmingCharacters()) ?? 0
+        let pid = pid_t(String(decodingCString: line).trimmingCharacters()) ?? 0
         for _ in 0..<200 {
             if isMounted(path) { return pid }
             usleep(25_000)
@@ -124,7 +124,7 @@ final class BenchMount {
     static func tempDir(_ tag: String) -> String {
         var template = Array("/tmp/ksmfs-bench-\(tag)-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { fail("mkdtemp failed") }
-        return String(cString: template)
+        return String(decodingCString: template)
     }
 
     static func isMounted(_ path: String) -> Bool {
@@ -132,7 +132,7 @@ final class BenchMount {
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 4096)
         while fgets(&line, 4096, f) != nil {
-            let parts = String(cString: line).split(separator: " ")
+            let parts = String(decodingCString: line).split(separator: " ")
             if parts.count > 1 && parts[1] == path { return true }
         }
         return false
@@ -143,7 +143,7 @@ final class BenchMount {
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 256)
         while fgets(&line, 256, f) != nil {
-            let s = String(cString: line)
+            let s = String(decodingCString: line)
             if s.hasPrefix("VmRSS:") { return Int(s.split(separator: " ").dropFirst().first ?? "0") ?? 0 }
         }
         return 0
@@ -167,5 +167,12 @@ extension String {
         while let c = s.first, c == " " || c == "\n" || c == "\t" { s.removeFirst() }
         while let c = s.last, c == " " || c == "\n" || c == "\t" { s.removeLast() }
         return String(s)
+    }
+}
+
+extension String {
+    /// The text of a NUL-terminated C buffer (up to the first NUL).
+    init(decodingCString buffer: [CChar]) {
+        self = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

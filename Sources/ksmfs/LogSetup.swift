@@ -29,14 +29,14 @@ struct FileLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
+    func log(event: LogEvent) {
+        let level = event.level, message = event.message
         var t = time(nil)
         var tmv = tm()
         gmtime_r(&t, &tmv)
         var buf = [CChar](repeating: 0, count: 32)
         strftime(&buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tmv)
-        var bytes = Array("\(String(cString: buf)) \(level) ksmfs: \(message)\n".utf8)
+        var bytes = Array("\(String(decodingCString: buf)) \(level) ksmfs: \(message)\n".utf8)
         _ = Glibc.write(fd, &bytes, bytes.count)
     }
 }
@@ -49,10 +49,10 @@ struct SyslogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
+    func log(event: LogEvent) {
+        let message = event.message
         let priority: Int32
-        switch level {
+        switch event.level {
         case .trace, .debug: priority = LOG_DEBUG
         case .info, .notice: priority = LOG_INFO
         case .warning: priority = LOG_WARNING
@@ -61,5 +61,12 @@ struct SyslogHandler: LogHandler {
         }
         let text = "\(message)"
         text.withCString { msg in withVaList([msg]) { vsyslog(priority, "%s", $0) } }
+    }
+}
+
+extension String {
+    /// The text of a NUL-terminated C buffer (up to the first NUL).
+    init(decodingCString buffer: [CChar]) {
+        self = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

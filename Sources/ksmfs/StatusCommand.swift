@@ -100,7 +100,7 @@ enum Metrics {
     static func f(_ v: Double, _ d: Int = 1) -> String {
         var buf = [CChar](repeating: 0, count: 48)
         _ = withVaList([v]) { vsnprintf(&buf, 48, "%.\(d)f", $0) }
-        return String(cString: buf)
+        return String(decodingCString: buf)
     }
 
     static func bytes(_ v: Double) -> String {

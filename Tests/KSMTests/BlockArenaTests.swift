@@ -24,6 +24,37 @@ final class BlockArenaTests: XCTestCase {
         XCTAssertEqual(arena.used, 4)
     }
 
+    func testNewDataStopsShortOfTheReserveAndWritebackMayUseIt() throws {
+        let arena = BlockArena(capacityBlocks: 16)
+        arena.setReserve(4)
+        XCTAssertEqual(arena.available, 12)
+        XCTAssertEqual(arena.free, 16)
+        var ids = [UInt32](repeating: 0, count: 16)
+        try ids.withUnsafeMutableBufferPointer { try arena.allocate(12, into: $0.baseAddress!) }
+        XCTAssertEqual(arena.available, 0)
+        XCTAssertThrowsError(try ids.withUnsafeMutableBufferPointer { try arena.allocate(1, into: $0.baseAddress! + 12) })
+        try ids.withUnsafeMutableBufferPointer { try arena.allocate(4, into: $0.baseAddress! + 12, fromReserve: true) }
+        XCTAssertEqual(arena.free, 0)
+        XCTAssertThrowsError(try ids.withUnsafeMutableBufferPointer { try arena.allocate(1, into: $0.baseAddress!, fromReserve: true) })
+        arena.setReserve(100)
+        XCTAssertEqual(arena.reserve, 8, "the reserve is at most half the capacity")
+    }
+
+    func testInjectedFailuresRefuseEveryNthAllocationAndPopulate() throws {
+        let arena = BlockArena(capacityBlocks: 64)
+        try arena.faults.configure("allocate:3,populate:2")
+        var ids = [UInt32](repeating: 0, count: 8)
+        var refused = 0
+        for i in 0..<6 {
+            do { try ids.withUnsafeMutableBufferPointer { try arena.allocate(1, into: $0.baseAddress! + i) } } catch { refused += 1 }
+        }
+        XCTAssertEqual(refused, 2)
+        XCTAssertEqual(arena.used, 4)
+        XCTAssertFalse(ids.withUnsafeBufferPointer { arena.populate($0.baseAddress!, count: 1) } && ids.withUnsafeBufferPointer { arena.populate($0.baseAddress!, count: 1) })
+        XCTAssertThrowsError(try arena.faults.configure("allocate:x"))
+        XCTAssertThrowsError(try arena.faults.configure("mmap:3"))
+    }
+
     func testCapacityIsAllOrNothing() throws {
         let arena = BlockArena(capacityBlocks: 3)
         var ids = [UInt32](repeating: 0, count: 4)
