@@ -73,6 +73,23 @@ public final class BlockArena: @unchecked Sendable {
         pending.deallocate()
     }
 
+    /// Whether the address space for `capacityBlocks` can be reserved (checked before a mount:
+    /// `ulimit -v` or strict overcommit refuse it), or why not.
+    public static func reservationError(capacityBlocks: Int) -> String? {
+        let reserved = capacityBlocks + Int(BlockArena.firstBlock) + BlockArena.pendingLimit
+        let sizes = [reserved << BlockArena.pageShift] + Array(repeating: reserved * 4, count: 3)
+        var mapped: [(UnsafeMutableRawPointer, Int)] = []
+        defer { for (p, n) in mapped { munmap(p, n) } }
+        for n in sizes {
+            let p = mmap(nil, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let p, p != MAP_FAILED else {
+                return "cannot reserve \(n >> 20) MiB of address space for the arena: \(String(cString: strerror(errno))) (a smaller size=, or check ulimit -v and vm.overcommit_memory)"
+            }
+            mapped.append((p, n))
+        }
+        return nil
+    }
+
     private static func map(bytes: Int) -> UnsafeMutableRawPointer {
         let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let p, p != MAP_FAILED else { fatalError("ksmfs: cannot reserve \(bytes) bytes of address space") }

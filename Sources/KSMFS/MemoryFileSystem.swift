@@ -70,6 +70,11 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
         controlDirectory = makeControlDirectory()
     }
 
+    /// Why a filesystem of `capacityBytes` could not be set up (its arena's address space), or nil.
+    public static func reservationError(capacityBytes: Int) -> String? {
+        BlockArena.reservationError(capacityBlocks: max(1, capacityBytes / BlockArena.pageSize))
+    }
+
     // MARK: inode table
 
     func inode(_ ino: UInt64) -> Inode? {

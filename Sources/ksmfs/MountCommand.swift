@@ -84,13 +84,15 @@ struct MountCommand: ParsableCommand {
 
         let oom = OOMScore.apply(parsed.oomScoreAdj)
         if !oom.exact {
-            let line = "ksmfs: notice: running with oom_score_adj \(oom.value), not \(parsed.oomScoreAdj) (lowering it needs root or CAP_SYS_RESOURCE): the OOM killer may choose this daemon, and every file of the mount with it\n"
-            writeStderr(line)
-            logger.notice("\(line.dropFirst(7).dropLast())")
+            let line = "running with oom_score_adj \(oom.value), not \(parsed.oomScoreAdj) (lowering it needs root or CAP_SYS_RESOURCE): the OOM killer may choose this daemon, and every file of the mount with it"
+            // In the foreground the log is stderr already; daemonized, say it on the terminal too.
+            if daemon { writeStderr("ksmfs: notice: \(line)\n") }
+            logger.notice("\(line)")
         }
 
         var fsOptions = parsed.filesystem
         fsOptions.mountpoint = absolute
+        if let why = MemoryFileSystem.reservationError(capacityBytes: fsOptions.capacityBytes) { fail(why) }
         let fs = MemoryFileSystem(options: fsOptions, logger: logger)
         if let spec = getenv("KSMFS_FAULTS") {
             do { try fs.arena.faults.configure(String(cString: spec)) } catch { fail(error.description) }
