@@ -37,11 +37,11 @@ public struct CapacityReserve: Sendable, Equatable {
     /// Blocks kept for writeback.
     public let blocks: Int
 
-    /// The dirty limit to ask of the kernel for a mount of `capacityBytes`: 1/32 of it, between
+    /// The dirty limit to ask of the kernel for a mount of `capacityBytes`: 1/16 of it, between
     /// 1 MiB and 64 MiB (the kernel's own default for a FUSE mount here is about 48 MiB; less
     /// than a few MiB slows large writes, measured: 4 MiB halves them).
     public static func dirtyLimit(forCapacity capacityBytes: Int) -> Int {
-        min(64 << 20, max(1 << 20, capacityBytes / 32))
+        min(64 << 20, max(1 << 20, capacityBytes / 16))
     }
 
     /// The reserve for a kernel dirty limit: twice the limit (the kernel overshoots it by
