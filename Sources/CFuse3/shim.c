@@ -118,10 +118,18 @@ static _Atomic long cfuse_stop_busy_at_signal;
 static _Atomic long long cfuse_stop_refused_at_ns;
 static long long cfuse_stop_grace_ns;
 
-void cfuse_handle_opened(void) { cfuse_open_handles++; }
-void cfuse_handle_closed(void) { cfuse_open_handles--; }
 long cfuse_open_handle_count(void) { return cfuse_open_handles; }
 
+void cfuse_handle_opened(void) { cfuse_open_handles++; }
+void cfuse_handle_closed(void) {
+    /* A refused stop goes ahead once the last handle is closed. */
+    if (--cfuse_open_handles == 0 && cfuse_stop_refused_at_ns != 0 && cfuse_stop_session
+        && !fuse_session_exited(cfuse_stop_session)) {
+        cfuse_stop_last_event = CFUSE_STOP_IDLE;
+        fuse_session_exit(cfuse_stop_session);
+        sem_post(&cfuse_stop_sem);
+    }
+}
 static long long cfuse_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

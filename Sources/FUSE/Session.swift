@@ -271,6 +271,8 @@ public final class Session {
         case refused(signal: Int32, openHandles: Int)
         case forced(signal: Int32, openHandles: Int)
         case clean(signal: Int32)
+        /// The last open handle was closed after a refused signal: stopping now.
+        case idle
     }
     /// A second stop signal within this many seconds of a refused one forces the stop.
     public static let forceWithin = 10
@@ -329,6 +331,7 @@ public final class Session {
                 case Int(CFUSE_STOP_REFUSED): s.onStopSignal?(.refused(signal: sig, openHandles: busy))
                 case Int(CFUSE_STOP_FORCED): s.onStopSignal?(.forced(signal: sig, openHandles: busy))
                 case Int(CFUSE_STOP_CLEAN): s.onStopSignal?(.clean(signal: sig))
+                case Int(CFUSE_STOP_IDLE): s.onStopSignal?(.idle)
                 default: return nil
                 }
             }

@@ -134,12 +134,14 @@ struct MountCommand: ParsableCommand {
         session.onStopSignal = { event in
             switch event {
             case .refused(let sig, let open):
-                logger.warning("\(DaemonRecord.signalName(sig)) refused: \(absolute) is in use (\(open) open \(open == 1 ? "file or directory" : "files or directories"); unmounting would lose them, as umount says EBUSY). Close them and signal again, or signal again within \(Session.forceWithin) s to stop anyway.")
+                logger.warning("\(DaemonRecord.signalName(sig)) refused: \(absolute) is in use (\(open) open \(open == 1 ? "file or directory" : "files or directories"); unmounting would lose them, as umount says EBUSY). It stops when the last one is closed; signal again within \(Session.forceWithin) s to stop now.")
             case .forced(let sig, let open):
                 forced = true
                 logger.warning("\(DaemonRecord.signalName(sig)) again: stopping although \(open) \(open == 1 ? "file or directory is" : "files or directories are") open")
             case .clean(let sig):
                 logger.info("\(DaemonRecord.signalName(sig)): stopping")
+            case .idle:
+                logger.info("the last open file was closed: stopping as asked")
             }
         }
         fs.engine.start()

@@ -222,17 +222,20 @@ def test_SIGTERM_while_files_are_open_is_refused_and_logged_and_a_second_one_for
 
 
 @pytest.mark.ksmfs_only
-def test_SIGTERM_after_the_files_are_closed_stops_at_once_and_logs_what_was_discarded(mounted):
+def test_a_refused_SIGTERM_stops_the_daemon_when_the_last_file_is_closed(mounted):
     with mounted("size=64m") as m:
         path = os.path.join(m.path, "f")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         os.write(fd, b"x" * MiB)
+        m.stopped = True
         m.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
-        assert is_mounted(m.path)
+        assert is_mounted(m.path) and m.alive()
         os.close(fd)
-        code = m.stop(signal.SIGTERM, timeout=15)
+        code = m.proc.wait(timeout=10)
         assert code == 0
+        assert _wait_unmounted(m.path, 5.0)
+        assert "stopping as asked" in m.log(), m.log()
         assert "unmounted" in m.log() and "1 file or directory with 1 MiB of data discarded" in m.log(), m.log()
 
 

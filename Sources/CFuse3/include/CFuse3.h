@@ -30,9 +30,10 @@ int cfuse_enable_killpriv_v2(struct fuse_session *se);
 int cfuse_notify_inval_inode(struct fuse_session *se, uint64_t ino, int64_t off, int64_t len);
 
 /* Stopping. Open handles are counted by the session's callbacks; SIGINT/SIGTERM/SIGHUP while
- * any is open are refused once (a second signal within grace_ms forces the stop). Events are
+ * any is open are refused (a second signal within grace_ms forces the stop; closing the last
+ * handle lets the refused stop go ahead). Events are
  * read by a normal thread with cfuse_wait_stop_event. */
-enum { CFUSE_STOP_REFUSED = 1, CFUSE_STOP_FORCED = 2, CFUSE_STOP_CLEAN = 3, CFUSE_STOP_QUIT = 4 };
+enum { CFUSE_STOP_REFUSED = 1, CFUSE_STOP_FORCED = 2, CFUSE_STOP_CLEAN = 3, CFUSE_STOP_QUIT = 4, CFUSE_STOP_IDLE = 5 };
 void cfuse_handle_opened(void);
 void cfuse_handle_closed(void);
 long cfuse_open_handle_count(void);
