@@ -37,7 +37,7 @@ bench: build
 SAN_SKIP := --ignore=Tests/IntegrationTests/test_soak.py --ignore=Tests/IntegrationTests/test_limits.py
 sanitize: deps
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan-tests
-	$(SWIFT) test --sanitize=address --scratch-path .build-asan-tests
+	LSAN_OPTIONS=leak_check_at_exit=0:suppressions=$(CURDIR)/Tests/lsan.supp $(SWIFT) test --sanitize=address --scratch-path .build-asan-tests
 	$(SWIFT) build --product ksmfs --sanitize=thread --scratch-path .build-tsan
 	$(SWIFT) build --product ksmfs --sanitize=address --scratch-path .build-asan
 	rm -f /tmp/ksmfs-tsan.* /tmp/ksmfs-asan.*

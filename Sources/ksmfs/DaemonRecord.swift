@@ -30,9 +30,10 @@ struct DaemonRecord {
 
     static func path(for mountpoint: String) -> String { directory + "/" + name(for: mountpoint) + ".state" }
 
-    /// Where a daemonized ksmfs logs when there is no syslog socket and no `log=`.
-    static func defaultLog(for mountpoint: String) -> String {
-        (getuid() == 0 ? "/var/log/ksmfs-" : directory + "/") + name(for: mountpoint) + ".log"
+    /// Where a daemonized ksmfs logs when there is no syslog socket and no `log=`: one file for
+    /// every daemon, lines tagged with the pid as syslog's are.
+    static var defaultLog: String {
+        getuid() == 0 ? "/var/log/ksmfs.log" : directory + "/ksmfs.log"
     }
 
     let path: String

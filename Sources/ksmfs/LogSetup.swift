@@ -36,7 +36,7 @@ struct FileLogHandler: LogHandler {
         gmtime_r(&t, &tmv)
         var buf = [CChar](repeating: 0, count: 32)
         strftime(&buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tmv)
-        var bytes = Array("\(String(decodingCString: buf)) \(level) ksmfs: \(message)\n".utf8)
+        var bytes = Array("\(String(decodingCString: buf)) \(level) ksmfs[\(getpid())]: \(message)\n".utf8)
         _ = Glibc.write(fd, &bytes, bytes.count)
     }
 }

@@ -61,9 +61,10 @@ struct MountCommand: ParsableCommand {
         // Log where a user will look: stderr in the foreground; daemonized, syslog (the
         // journal), or a file when there is no syslog socket.
         var logFile = parsed.logFile
-        if daemon && logFile == nil && access("/dev/log", F_OK) != 0 { logFile = DaemonRecord.defaultLog(for: absolute) }
+        if daemon && logFile == nil && access("/dev/log", F_OK) != 0 { mkdir(DaemonRecord.directory, 0o755); logFile = DaemonRecord.defaultLog }
         LogSetup.bootstrap(level: debug ? .debug : .info, file: logFile, syslog: daemon && logFile == nil)
         let logger = Logger(label: "ksmfs")
+        _ = DaemonRecord.dead()      // forgets records of mountpoints that no longer exist
         for previous in DaemonRecord.dead(mountpoint: absolute) {
             writeStderr("ksmfs: warning: \(previous.line)\n")
             logger.warning("\(previous.line)")

@@ -115,3 +115,36 @@ def test_version_exits_0_and_prints_a_version_on_stdout():
     code, out, _ = _run_cli(["--version"])
     assert code == 0
     assert any(ch.isdigit() for ch in out), f"--version printed {out!r}"
+
+
+def test_a_daemonized_ksmfs_without_syslog_logs_to_a_default_file(base_dir):
+    """No /dev/log (a container, this CI): the log goes to /var/log/ksmfs.log, tagged with the
+    daemon's pid; with syslog it goes there instead (the journal), which this test cannot read."""
+    path = os.path.join(base_dir, "daemonized-log")
+    os.mkdir(path)
+    r = subprocess.run([ksmfs_bin(), path, "-o", "size=16m"], capture_output=True, text=True, timeout=30)
+    try:
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 10
+        while not is_mounted(path, FSTYPE) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert is_mounted(path, FSTYPE)
+        if os.path.exists("/dev/log"):
+            return
+        log = "/var/log/ksmfs.log" if os.geteuid() == 0 else None
+        deadline = time.monotonic() + 5
+        text = ""
+        while time.monotonic() < deadline:
+            with open(log, errors="replace") as f:
+                text = f.read()
+            if f"mounted at {path}," in text:
+                break
+            time.sleep(0.05)
+        line = [l for l in text.splitlines() if f"mounted at {path}," in l]
+        assert line and " ksmfs[" in line[-1], text[-2000:]
+    finally:
+        subprocess.run(["fusermount3", "-u", path], capture_output=True)
+        deadline = time.monotonic() + 10
+        while is_mounted(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.rmdir(path)

@@ -90,7 +90,7 @@ def test_the_daemon_takes_the_lowest_oom_score_adj_allowed_and_says_so_when_not_
             assert "oom_score_adj" not in m.log()
         else:
             assert value <= max(lowest, 0), f"oom_score_adj {value}, the lowest allowed here is {lowest}"
-            notice = [l for l in m.log().splitlines() if "notice ksmfs: running with oom_score_adj" in l]
+            notice = [l for l in m.log().splitlines() if "notice ksmfs[" in l and "running with oom_score_adj" in l]
             assert len(notice) == 1 and "CAP_SYS_RESOURCE" in notice[0], m.log()
             print(f"\nNOTE: this machine does not allow oom_score_adj -1000 (lowest {lowest}); "
                   "the OOM protection scenario cannot be shown here")
