@@ -191,3 +191,34 @@ def test_other_user_can_read_but_not_set_user_xattrs_of_a_0644_file(d):
         print(os.getxattr({f!r}, "user.k").decode())
     """)
     assert out.split() == ["EACCES", "v"]
+
+
+@pytest.mark.parametrize("kind", ["regular", "fifo", "chardev", "blockdev", "socket"])
+def test_chown_to_own_group_by_the_owner_clears_set_id_bits_of_every_type(d, kind):
+    """An unprivileged owner who chowns a 06555 node to a group it belongs to loses S_ISUID
+    and S_ISGID, whatever the node is, as on tmpfs (ksmfs used to keep them on special files)."""
+    import socket
+    path = os.path.join(d, f"setid-{kind}")
+    if kind == "regular":
+        write_file(path, b"x")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "chardev":
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    elif kind == "blockdev":
+        os.mknod(path, stat.S_IFBLK | 0o600, os.makedev(7, 0))
+    else:
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.close()
+    os.chown(path, NOBODY, NOBODY)
+    os.chmod(path, 0o6555)
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o6555
+    group = 100
+    out = run_as(NOBODY, NOBODY, f"""
+        os.chown({path!r}, -1, {group})
+        print(oct(os.lstat({path!r}).st_mode & 0o7777), os.lstat({path!r}).st_gid)
+        """, groups=[NOBODY, group])
+    mode, gid = out.split()
+    assert int(gid) == group
+    assert int(mode, 8) == 0o555, f"{kind}: mode {mode} after chown by its owner (set-id bits kept)"
