@@ -102,9 +102,10 @@ extension MemoryFileSystem {
         return OpenReply(handle: FileHandle(writable: writable, direct: direct).raw, directIO: direct, keepCache: !direct)
     }
 
-    func releaseRegular(_ inode: Inode, handle: UInt64) {
+    /// A regular file's handle is closed (its inode may already be gone from the table).
+    func releaseRegular(_ inode: Inode?, handle: UInt64) {
         Session.handleClosed()
-        if FileHandle(raw: handle).cachedWriter { inode.meta.withLock { inode.cachedWriters -= 1 } }
+        if let inode, FileHandle(raw: handle).cachedWriter { inode.meta.withLock { inode.cachedWriters -= 1 } }
         updateFullness()
     }
 

@@ -174,14 +174,10 @@ extension MemoryFileSystem {
     public func fsync(_ r: Request, ino: UInt64, dataOnly: Bool, handle: UInt64) -> Errno? { nil }
     public func flush(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? { nil }
     public func release(_ r: Request, ino: UInt64, handle: UInt64, flags: Int32) -> Errno? {
-        guard let inode = inode(ino) else { return nil }
-        switch inode.kind {
-        case .control(let cf):
+        let inode = inode(ino)
+        if FileHandle(raw: handle).isRegular { releaseRegular(inode, handle: handle); return nil }
+        if let inode, case .control(let cf) = inode.kind {
             if let stream = cf.stream { stream.release(handle) } else { cf.release(handle: handle) }
-        case .regular:
-            releaseRegular(inode, handle: handle)
-        default:
-            break
         }
         return nil
     }
