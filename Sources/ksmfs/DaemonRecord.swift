@@ -7,8 +7,10 @@ import FUSE
 import Glibc
 
 struct DaemonRecord {
-    /// /run/ksmfs as root, else $XDG_RUNTIME_DIR/ksmfs, else /tmp/ksmfs-UID.
+    /// $KSMFS_RUNTIME_DIR if set (tests), else /run/ksmfs as root, else $XDG_RUNTIME_DIR/ksmfs,
+    /// else /tmp/ksmfs-UID.
     static var directory: String {
+        if let d = getenv("KSMFS_RUNTIME_DIR"), d.pointee != 0 { return String(cString: d) }
         if getuid() == 0 { return "/run/ksmfs" }
         if let x = getenv("XDG_RUNTIME_DIR"), x.pointee != 0 { return String(cString: x) + "/ksmfs" }
         return "/tmp/ksmfs-\(getuid())"
@@ -33,7 +35,7 @@ struct DaemonRecord {
     /// Where a daemonized ksmfs logs when there is no syslog socket and no `log=`: one file for
     /// every daemon, lines tagged with the pid as syslog's are.
     static var defaultLog: String {
-        getuid() == 0 ? "/var/log/ksmfs.log" : directory + "/ksmfs.log"
+        getuid() == 0 && getenv("KSMFS_RUNTIME_DIR") == nil ? "/var/log/ksmfs.log" : directory + "/ksmfs.log"
     }
 
     let path: String

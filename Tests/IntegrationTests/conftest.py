@@ -24,6 +24,16 @@ from fsops import FSTYPE, is_mounted, ksmfs_bin
 
 MOUNT_WAIT_S = 10.0
 
+# Daemon records and the default log of daemonized mounts go to a directory of this run, not
+# the host's /run/ksmfs and /var/log (a record left by one test must not show in another's
+# `ksmfs status`, and the host keeps nothing). Removed at the end of the session.
+RUNTIME_DIR = os.environ.setdefault("KSMFS_RUNTIME_DIR", tempfile.mkdtemp(prefix="ksmfs-it-run-"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.path.basename(RUNTIME_DIR).startswith("ksmfs-it-run-"):
+        shutil.rmtree(RUNTIME_DIR, ignore_errors=True)
+
 
 def pytest_addoption(parser):
     parser.addoption("--target", choices=["ksmfs", "tmpfs"],
