@@ -42,7 +42,8 @@ bench: build
 SAN_SKIP := --ignore=Tests/IntegrationTests/test_soak.py --ignore=Tests/IntegrationTests/test_limits.py \
   --ignore=Tests/IntegrationTests/test_memory_pressure.py --ignore=Tests/IntegrationTests/test_oom.py
 TSAN_AFTER_LOOP := not refused_SIGTERM and not SIGTERM_while_files and not status_without and \
-  not status_of_a_path and not pidfile_goes and not PATH_symlink and not fstab-systemd and not bench_io
+  not status_of_a_path and not pidfile_goes and not PATH_symlink and not fstab-systemd and \
+  not daemonized_mount_unmounts and not bench_io and not RSS and not rss
 
 sanitize: deps
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan-tests
