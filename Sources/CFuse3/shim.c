@@ -174,15 +174,21 @@ void cfuse_remove_stop_handlers(void) {
     cfuse_stop_session = NULL;
 }
 
+static _Atomic int cfuse_stop_quit;
+
+/* The event is taken (exchanged with 0), so a QUIT posted right after a signal's event can
+ * neither overwrite it nor be reported in its place; 0 means nothing new on this wake-up. */
 int cfuse_wait_stop_event(int *signal_out, long *busy_out) {
     while (sem_wait(&cfuse_stop_sem) != 0) {}
     *signal_out = cfuse_stop_last_signal;
     *busy_out = cfuse_stop_busy_at_signal;
-    return cfuse_stop_last_event;
+    int event = __atomic_exchange_n((int *)&cfuse_stop_last_event, 0, __ATOMIC_ACQ_REL);
+    if (event == 0 && cfuse_stop_quit) return CFUSE_STOP_QUIT;
+    return event;
 }
 
 void cfuse_post_stop_event(int event) {
-    cfuse_stop_last_event = event;
+    if (event == CFUSE_STOP_QUIT) cfuse_stop_quit = 1; else cfuse_stop_last_event = event;
     sem_post(&cfuse_stop_sem);
 }
 

@@ -332,7 +332,8 @@ public final class Session {
                 case Int(CFUSE_STOP_FORCED): s.onStopSignal?(.forced(signal: sig, openHandles: busy))
                 case Int(CFUSE_STOP_CLEAN): s.onStopSignal?(.clean(signal: sig))
                 case Int(CFUSE_STOP_IDLE): s.onStopSignal?(.idle)
-                default: return nil
+                case Int(CFUSE_STOP_QUIT): return nil
+                default: continue
                 }
             }
         }, Unmanaged.passUnretained(self).toOpaque())
