@@ -46,9 +46,6 @@ public final class BlockArena: @unchecked Sendable {
     public var failAllocations = false
     /// Injected failures of allocation and of the syscalls behind it (tests; see ArenaFaults).
     public let faults = ArenaFaults()
-    /// Allocations refused so far, by cause (for ksm/metrics and tests).
-    public private(set) var refusedFull = 0
-    public private(set) var refusedReserve = 0
 
     public struct OutOfSpace: Error {}
 
@@ -128,10 +125,7 @@ public final class BlockArena: @unchecked Sendable {
         mutex.lock()
         defer { mutex.unlock() }
         if failAllocations || faults.allocationFails() { throw OutOfSpace() }
-        if liveBlocks + count > capacity - (fromReserve ? 0 : reserve) {
-            if fromReserve { refusedFull += 1 } else { refusedReserve += 1 }
-            throw OutOfSpace()
-        }
+        if liveBlocks + count > capacity - (fromReserve ? 0 : reserve) { throw OutOfSpace() }
         for i in 0..<count {
             var id: UInt32
             if freeCount > 0 {

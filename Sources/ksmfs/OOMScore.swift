@@ -10,17 +10,9 @@ enum OOMScore {
     static func current() -> Int? {
         guard let f = fopen(path, "r") else { return nil }
         defer { fclose(f) }
-        var v: Int32 = 0
-        return withUnsafeMutablePointer(to: &v) { p in fscanfInt(f, p) } ? Int(v) : nil
-    }
-
-    private static func fscanfInt(_ f: UnsafeMutablePointer<FILE>, _ p: UnsafeMutablePointer<Int32>) -> Bool {
         var line = [CChar](repeating: 0, count: 32)
-        guard fgets(&line, 32, f) != nil else { return false }
-        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let n = Int32(text.filter { $0 == "-" || $0.isNumber }) else { return false }
-        p.pointee = n
-        return true
+        guard fgets(&line, 32, f) != nil else { return nil }
+        return Int(String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
     }
 
     private static func set(_ value: Int) -> Bool {
