@@ -35,7 +35,7 @@ bench: build
 #   ignores enabled" and answers by ending the process (Die, with exitcode=0 below): not a race,
 #   so only reports of races count, and the tests that check what the daemon does after its
 #   loop ends (its last log lines, pidfile and daemon-record removal) cannot pass under TSan.
-# - Under both, the shadow memory changes the daemon's mappings, RSS and OOM score: RSS,
+# - Under both, the shadow memory changes the daemon's mappings, memory and OOM score: memory,
 #   memory-pressure and OOM tests are deselected (and the soak and limits, for time), and so
 #   is the io bench's test (its ratios round to 0.00 under AddressSanitizer).
 # - Unit-test leaks are checked at the end of the run (Tests/KSMTests/LeakCheck.swift).
@@ -43,7 +43,7 @@ SAN_SKIP := --ignore=Tests/IntegrationTests/test_soak.py --ignore=Tests/Integrat
   --ignore=Tests/IntegrationTests/test_memory_pressure.py --ignore=Tests/IntegrationTests/test_oom.py
 TSAN_AFTER_LOOP := not refused_SIGTERM and not SIGTERM_while_files and not status_without and \
   not status_of_a_path and not pidfile_goes and not PATH_symlink and not fstab-systemd and \
-  not daemonized_mount_unmounts and not bench_io and not RSS and not rss
+  not daemonized_mount_unmounts and not bench_io and not daemon_memory
 
 sanitize: deps
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan-tests
@@ -54,7 +54,7 @@ sanitize: deps
 	KSMFS_BIN=$(CURDIR)/.build-tsan/debug/ksmfs TSAN_OPTIONS="log_path=/tmp/ksmfs-tsan exitcode=0" \
 	  python3 -m pytest Tests/IntegrationTests -q $(SAN_SKIP) -k "$(TSAN_AFTER_LOOP)"
 	KSMFS_BIN=$(CURDIR)/.build-asan/debug/ksmfs ASAN_OPTIONS="log_path=/tmp/ksmfs-asan detect_leaks=0" \
-	  python3 -m pytest Tests/IntegrationTests -q $(SAN_SKIP) -k "not RSS and not rss and not scenario and not bench_io"
+	  python3 -m pytest Tests/IntegrationTests -q $(SAN_SKIP) -k "not daemon_memory and not scenario and not bench_io"
 	@! grep -l "ThreadSanitizer: data race\|ThreadSanitizer: lock-order" /tmp/ksmfs-tsan.* 2>/dev/null
 	@! ls /tmp/ksmfs-asan.* 2>/dev/null
 	@echo "sanitize: no ThreadSanitizer race and no AddressSanitizer report"

@@ -21,8 +21,9 @@ for name in ("a.img", "b.img"):
         for i in range(8192):
             f.write(bytes([i % 16]) * 4096)
 PY
-pid=$(pgrep -f "ksmfs $MNT" | head -1)
-echo "daemon RSS before merging: $(grep VmRSS /proc/$pid/status | awk '{print $2, $3}')"
+# the daemon's memory: its own plus the arena's (a memfd it maps only while it uses it)
+memory() { awk '$1 ~ /^ksmfs_daemon_resident_bytes[{]/ {printf "%d MiB", $2 / 1048576}' "$MNT/ksm/metrics"; }
+echo "daemon memory before merging: $(memory)"
 
 echo "== echo 1 > $MNT/ksm/run"
 echo 10000 > "$MNT/ksm/pages_to_scan"
@@ -35,7 +36,8 @@ done
 for f in full_scans pages_shared pages_sharing pages_unshared general_profit; do
   printf '  %-16s %s\n' "$f" "$(cat "$MNT/ksm/$f")"
 done
-echo "daemon RSS after merging:  $(grep VmRSS /proc/$pid/status | awk '{print $2, $3}')"
+sleep 0.3  # freed blocks go back in batches
+echo "daemon memory after merging:  $(memory)"
 
 echo "== mmap from python: read back, write one page (copy-on-write), check the other file"
 python3 - "$MNT" <<'PY'

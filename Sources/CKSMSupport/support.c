@@ -1,10 +1,17 @@
 /* CKSMSupport: XXH64 inlined from libxxhash's header, and a word-wise zero test. */
+#define _GNU_SOURCE
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 #include "CKSMSupport.h"
 #include <sys/prctl.h>
 #include <malloc.h>
 #include <sys/sysinfo.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 uint64_t ksm_xxh64(const void *data, size_t len, uint64_t seed) {
     return XXH64(data, len, seed);
@@ -35,4 +42,34 @@ int ksm_swap_configured(void) {
     struct sysinfo info;
     if (sysinfo(&info) != 0) return 1;
     return info.totalswap > 0;
+}
+
+int ksm_memfd(const char *name, size_t bytes) {
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    if (ftruncate(fd, (off_t)bytes) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+long long ksm_fd_allocated_bytes(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return 0;
+    return (long long)st.st_blocks * 512;
+}
+
+long long ksm_rss_shmem_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long long kib = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "RssShmem:", 9) == 0) { kib = strtoll(line + 9, NULL, 10); break; }
+    }
+    fclose(f);
+    return kib < 0 ? -1 : kib * 1024;
 }

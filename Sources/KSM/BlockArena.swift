@@ -1,10 +1,20 @@
 // The block store: one large reserved mapping cut into 4 KiB blocks addressed by 32-bit ids,
 // with atomic refcounts in a parallel array. Id 0 is a hole and id 1 the canonical zero
-// block: neither is ever written nor counted. Freed blocks are returned to the OS in batches
-// (madvise MADV_DONTNEED), so the daemon's RSS falls when files shrink or pages merge, and a
-// reused block always starts zero-filled. Capacity (`size=`) counts live blocks; its last
+// block: neither is ever written nor counted. Capacity (`size=`) counts live blocks; its last
 // `reserve` blocks are kept for data the kernel has already accepted from a writer (writeback
 // of its page cache), so that data always fits: new data stops at `capacity - reserve`.
+//
+// The blocks live in a memfd mapped shared, not in anonymous memory. The pages then belong to
+// the memfd, as a tmpfs file's pages belong to tmpfs, not to the daemon: whenever the daemon
+// maps more than 32 MiB of them, a background thread drops its page-table entries
+// (MADV_DONTNEED on a shared mapping unmaps, it never discards). So the OOM killer, which
+// weighs a process by the pages it maps, sees a small daemon and picks the program that is
+// eating memory, as it would with tmpfs, even where the daemon may not lower its
+// oom_score_adj. The pages stay swappable (a shared block pages out once, for every file that
+// uses it) and charged to the daemon's memory cgroup. Freed blocks are punched out of the
+// memfd in batches (MADV_REMOVE), so the machine gets the memory back when files shrink or
+// pages merge, and a reused block always starts zero-filled. Where no memfd can be had the
+// arena falls back to anonymous memory.
 import CKSMSupport
 import Glibc
 
@@ -22,6 +32,8 @@ public final class BlockArena: @unchecked Sendable {
 
     /// Base address of block 0; block `id` lives at `base + id << 12`.
     public let base: UnsafeMutableRawPointer
+    /// The memfd holding the blocks, or -1 when they are anonymous memory (no memfd here).
+    public let memfd: Int32
     /// Refcounts (also read by the engine); index = block id.
     let refcounts: UnsafeMutablePointer<UInt32>
     /// Items attached to a block while it is a KSM shared block (the stable node's rmap count).
@@ -55,7 +67,7 @@ public final class BlockArena: @unchecked Sendable {
                      "arena capacity out of range")
         capacity = capacityBlocks
         reserved = capacityBlocks + Int(BlockArena.firstBlock) + BlockArena.pendingLimit
-        base = BlockArena.map(bytes: reserved << BlockArena.pageShift)
+        (base, memfd) = BlockArena.mapBlocks(bytes: reserved << BlockArena.pageShift)
         refcounts = BlockArena.map(bytes: reserved * 4).bindMemory(to: UInt32.self, capacity: reserved)
         sharers = BlockArena.map(bytes: reserved * 4).bindMemory(to: UInt32.self, capacity: reserved)
         freeStack = BlockArena.map(bytes: reserved * 4).bindMemory(to: UInt32.self, capacity: reserved)
@@ -64,6 +76,7 @@ public final class BlockArena: @unchecked Sendable {
 
     deinit {
         munmap(base, reserved << BlockArena.pageShift)
+        if memfd >= 0 { close(memfd) }
         munmap(refcounts, reserved * 4)
         munmap(sharers, reserved * 4)
         munmap(freeStack, reserved * 4)
@@ -85,6 +98,18 @@ public final class BlockArena: @unchecked Sendable {
             mapped.append((p, n))
         }
         return nil
+    }
+
+    /// The blocks' mapping: a memfd of `bytes` mapped shared, or anonymous memory without one.
+    private static func mapBlocks(bytes: Int) -> (UnsafeMutableRawPointer, Int32) {
+        let fd = ksm_memfd("ksmfs-arena", bytes)
+        if fd >= 0 {
+            if let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0), p != MAP_FAILED {
+                return (p, fd)
+            }
+            close(fd)
+        }
+        return (map(bytes: bytes), -1)
     }
 
     private static func map(bytes: Int) -> UnsafeMutableRawPointer {
@@ -215,7 +240,8 @@ public final class BlockArena: @unchecked Sendable {
             while j < pendingCount && pending[j] == pending[j - 1] + 1 { j += 1 }
             let run = pointer(pending[i]), bytes = (j - i) << BlockArena.pageShift
             // A reused block must read as zeros: if the kernel cannot drop the pages, zero them.
-            if faults.releaseFails() || madvise(run, bytes, MADV_DONTNEED) != 0 { memset(run, 0, bytes) }
+            let advice = memfd >= 0 ? 9 /* MADV_REMOVE: punch the pages out of the memfd */ : MADV_DONTNEED
+            if faults.releaseFails() || madvise(run, bytes, advice) != 0 { memset(run, 0, bytes) }
             i = j
         }
         for k in 0..<pendingCount {
@@ -224,6 +250,83 @@ public final class BlockArena: @unchecked Sendable {
         }
         releasedToOS += pendingCount
         pendingCount = 0
+    }
+
+    // MARK: the daemon's page-table entries
+
+    /// Bytes the blocks take on the machine: the memfd's pages in memory or in swap (every
+    /// block written and not yet freed, shared blocks once), or 0 for anonymous blocks (they
+    /// are in the process's RSS instead).
+    public var memfdBytes: Int { memfd >= 0 ? Int(ksm_fd_allocated_bytes(memfd)) : 0 }
+
+    /// Drops this process's page-table entries for every block (the data stays in the memfd;
+    /// the next access maps it again with a minor fault). A no-op for anonymous blocks.
+    public func unmapResident() {
+        guard memfd >= 0 else { return }
+        let top = mutex.withLock { Int(bump) }
+        _ = madvise(base, top << BlockArena.pageShift, MADV_DONTNEED)
+    }
+
+    private let unmapper = Mutex()
+    private var unmapperThread: pthread_t?
+    private var unmapperStopping = false
+
+    /// Most arena memory the daemon keeps mapped: past it, `unmapResident` runs.
+    public static let mappedLimit = 32 << 20
+
+    /// Starts the thread that checks every `millis` ms how much of the arena this process maps
+    /// and unmaps it all past `mappedLimit` (call after any fork: threads do not survive one).
+    /// A hot working set smaller than that stays mapped; a larger one is faulted back in as it
+    /// is used (reads of a mount mostly come from the kernel's page cache anyway). A no-op for
+    /// anonymous blocks or when already running. The thread holds the arena: `stopUnmapping`
+    /// ends it.
+    public func startUnmapping(everyMillis millis: Int = 100) {
+        guard memfd >= 0 else { return }
+        unmapper.lock()
+        defer { unmapper.unlock() }
+        guard unmapperThread == nil else { return }
+        unmapperStopping = false
+        unmapperInterval = UInt64(max(1, millis)) * 1_000_000
+        let ctx = Unmanaged.passRetained(self).toOpaque()
+        var t = pthread_t()
+        guard pthread_create(&t, nil, { arg in
+            let arena = Unmanaged<BlockArena>.fromOpaque(arg!).takeRetainedValue()
+            ksm_set_thread_name("ksmfs-unmap")
+            arena.unmapLoop()
+            return nil
+        }, ctx) == 0 else {
+            Unmanaged<BlockArena>.fromOpaque(ctx).release()
+            return
+        }
+        unmapperThread = t
+    }
+
+    private var unmapperInterval: UInt64 = 100_000_000
+    /// Unmaps past this many bytes mapped (tests lower it).
+    public var unmapAbove = BlockArena.mappedLimit
+
+    /// Stops the thread started by `startUnmapping` and waits for it.
+    public func stopUnmapping() {
+        unmapper.lock()
+        let t = unmapperThread
+        unmapperThread = nil
+        unmapperStopping = true
+        unmapper.broadcast()
+        unmapper.unlock()
+        if let t { pthread_join(t, nil) }
+    }
+
+    private func unmapLoop() {
+        unmapper.lock()
+        while !unmapperStopping {
+            unmapper.wait(nanoseconds: unmapperInterval)
+            if unmapperStopping { break }
+            unmapper.unlock()
+            // RssShmem counts every shared mapping of the process; the arena is the only big one.
+            if ksm_rss_shmem_bytes() > Int64(unmapAbove) { unmapResident() }
+            unmapper.lock()
+        }
+        unmapper.unlock()
     }
 
     // MARK: sharers (the engine's per-shared-block item count)

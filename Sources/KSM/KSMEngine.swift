@@ -51,6 +51,18 @@ public final class KSMEngine: @unchecked Sendable {
     var checksumsComputed = 0
     private var removalBuffer: [UInt32] = []
     var current = Tunables()
+    /// Pages merged in the current batch (batch lock held), for `onMerged`.
+    private var mergedInBatch: [MergedPage] = []
+    /// A page that merged: the file's inode number and the page index.
+    public struct MergedPage: Sendable, Comparable {
+        public let ino: UInt64
+        public let page: Int
+        public static func < (a: MergedPage, b: MergedPage) -> Bool { (a.ino, a.page) < (b.ino, b.page) }
+    }
+    /// Called at the end of a batch that merged pages while `dropMergedPageCache` is on, with
+    /// the batch lock held: it may only queue work for another thread (never send a FUSE
+    /// notification, block, or take a filesystem lock). Set before `start`.
+    nonisolated(unsafe) public var onMerged: (([MergedPage]) -> Void)?
     private let epoch: timespec
 
     // Advisor state.
@@ -205,6 +217,7 @@ public final class KSMEngine: @unchecked Sendable {
     // MARK: scanner thread
 
     public func start() {
+        arena.startUnmapping()
         guard thread == nil else { return }
         let ctx = Unmanaged.passRetained(self).toOpaque()
         var t = pthread_t()
@@ -219,6 +232,7 @@ public final class KSMEngine: @unchecked Sendable {
     public func stop() {
         wake.withLock { stopping = true; wake.broadcast() }
         if let t = thread { pthread_join(t, nil); thread = nil }
+        arena.stopUnmapping()
     }
 
     private func loop() {
@@ -300,6 +314,10 @@ public final class KSMEngine: @unchecked Sendable {
         }
         account()
         arena.flush()
+        if !mergedInBatch.isEmpty {
+            onMerged?(mergedInBatch)
+            mergedInBatch.removeAll(keepingCapacity: true)
+        }
         return done
     }
 
@@ -439,7 +457,7 @@ public final class KSMEngine: @unchecked Sendable {
 
         if forkAttach {
             f.lock.withExclusive {
-                if !f.dead, f.pages.block(p) == b, let it = f.pages.existingItem(p), it.pointee.state != .stable { attach(f, it, b) }
+                if !f.dead, f.pages.block(p) == b, let it = f.pages.existingItem(p), it.pointee.state != .stable { attach(f, p, it, b) }
             }
         } else if stableBlock != 0 {
             mergeIntoStable(f, p, expect: b, stableBlock: stableBlock)
@@ -559,13 +577,19 @@ public final class KSMEngine: @unchecked Sendable {
             arena.retain(s)
             f.pages.set(p, s)
             arena.release(b)
-            attach(f, it, s)
+            attach(f, p, it, s)
             if trace.enabled { trace.emit("ksm_merge_with_ksm_page", "ksm_page=\(s) ino=\(f.ino) page=\(p) err=0") }
         }
     }
 
-    /// Marks an item attached to shared block `s` (its file's lock held).
-    private func attach(_ f: MergeableFile, _ it: UnsafeMutablePointer<ScanItem>, _ s: UInt32) {
+    /// Notes page `p` of `f` as merged in this batch, for `onMerged`.
+    @inline(__always) private func noteMerged(_ f: MergeableFile, _ p: Int) {
+        if current.dropMergedPageCache && onMerged != nil { mergedInBatch.append(MergedPage(ino: f.ino, page: p)) }
+    }
+
+    /// Marks page `p`'s item attached to shared block `s` (its file's lock held).
+    private func attach(_ f: MergeableFile, _ p: Int, _ it: UnsafeMutablePointer<ScanItem>, _ s: UInt32) {
+        noteMerged(f, p)
         if it.pointee.state == .unstable { stats.add(.unshared, -1) }
         it.pointee.state = .stable
         it.pointee.node = s
@@ -581,6 +605,7 @@ public final class KSMEngine: @unchecked Sendable {
             guard ksm_is_zero(arena.pointer(b), BlockArena.pageSize) != 0 else { return }
             f.pages.set(p, BlockArena.zero)
             arena.release(b)
+            noteMerged(f, p)
             it.pointee.state = .zero
             f.zeroCount += 1
             if trace.enabled { trace.emit("ksm_merge_one_page", "kpfn=zero ino=\(f.ino) page=\(p) err=0") }
@@ -605,7 +630,7 @@ public final class KSMEngine: @unchecked Sendable {
             arena.retain(c)
             f.pages.set(p, c)
             arena.release(b)
-            attach(f, it, c)
+            attach(f, p, it, c)
             attached += 1
         }
         if let other = file(withID: otherID) {
@@ -613,7 +638,7 @@ public final class KSMEngine: @unchecked Sendable {
                 guard let it = other.pages.existingItem(otherPage), it.pointee.state == .unstable,
                       it.pointee.node == node, it.pointee.seq == seq else { return }
                 if !other.dead && other.pages.block(otherPage) == c {
-                    attach(other, it, c)
+                    attach(other, otherPage, it, c)
                     attached += 1
                 } else {
                     stats.add(.unshared, -1)

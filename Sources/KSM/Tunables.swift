@@ -29,6 +29,9 @@ public struct Tunables: Equatable, Sendable {
     /// ksmfs: whether pages of files with different owners may merge (0 closes the
     /// copy-on-write timing side channel between users).
     public var mergeAcrossOwners = false
+    /// ksmfs: whether the copies of merged pages are dropped from the kernel's page cache (for
+    /// files nobody holds open), as the kernel's KSM frees a duplicate page when it merges it.
+    public var dropMergedPageCache = true
 
     public init() {}
 }

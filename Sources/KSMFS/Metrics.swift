@@ -6,17 +6,20 @@ import Glibc
 import KSM
 
 extension ControlPlane {
-    /// Resident memory of this process in bytes (/proc/self/statm).
-    static func residentBytes() -> Int64 {
-        guard let f = fopen("/proc/self/statm", "r") else { return 0 }
+    /// What the daemon costs the machine in bytes: its resident memory other than shared
+    /// memory (/proc/self/status: VmRSS - RssShmem), plus the arena's pages, which belong to
+    /// its memfd (in memory, or in swap) and are mapped only now and then.
+    static func residentBytes(arena: BlockArena) -> Int64 {
+        guard let f = fopen("/proc/self/status", "r") else { return 0 }
         defer { fclose(f) }
-        var size = 0, resident = 0
-        _ = withUnsafeMutablePointer(to: &size) { s in
-            withUnsafeMutablePointer(to: &resident) { r in
-                withVaList([s, r]) { vfscanf(f, "%ld %ld", $0) }
-            }
+        var line = [CChar](repeating: 0, count: 256)
+        var rss: Int64 = 0, shmem: Int64 = 0
+        while fgets(&line, 256, f) != nil {
+            let text = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            let kib = Int64(text.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "0") ?? 0
+            if text.hasPrefix("VmRSS:") { rss = kib } else if text.hasPrefix("RssShmem:") { shmem = kib }
         }
-        return Int64(resident) * Int64(sysconf(Int32(_SC_PAGESIZE)))
+        return max(0, rss - shmem) * 1024 + Int64(arena.memfdBytes)
     }
 
     public func metrics(mountpoint: String) -> [UInt8] {
@@ -70,7 +73,7 @@ extension ControlPlane {
         metric("physical_bytes", "gauge", "Bytes of blocks in use after merging.",
                String(Int64(engine.arena.used) * Int64(BlockArena.pageSize)))
         metric("capacity_bytes", "gauge", "Capacity (size=).", String(Int64(engine.arena.capacity) * Int64(BlockArena.pageSize)))
-        metric("daemon_resident_bytes", "gauge", "Resident memory of the ksmfs daemon.", String(ControlPlane.residentBytes()))
+        metric("daemon_resident_bytes", "gauge", "Memory of the ksmfs daemon: its own resident memory plus the arena's pages.", String(ControlPlane.residentBytes(arena: engine.arena)))
         let advice = engine.lastAdvice
         metric("advisor_last_pages_to_scan", "gauge", "The advisor's last pages_to_scan.", String(advice.pagesToScan))
         metric("advisor_last_cpu_percent", "gauge", "Scanner CPU percent the advisor last saw.", String(advice.cpuPercent))

@@ -53,9 +53,9 @@ struct SideResult {
     var first: Bool
     var conv = Convergence()
     var counters = KSMCounters()
-    var memBeforeKiB = 0, memAfterKiB = 0      // kernel: helper PSS; ksmfs: daemon RSS
+    var memBeforeKiB = 0, memAfterKiB = 0      // kernel: helper PSS; ksmfs: daemon memory (arena memfd + own RSS)
     var rssBeforeKiB = 0, rssAfterKiB = 0      // VmRSS of the helper / the daemon
-    var anonBeforeKiB = 0, anonAfterKiB = 0    // /proc/meminfo AnonPages
+    var anonBeforeKiB = 0, anonAfterKiB = 0    // /proc/meminfo AnonPages + Shmem (ksmfs's arena is a memfd)
     var availBeforeKiB = 0, availAfterKiB = 0  // /proc/meminfo MemAvailable
     var unmergeSeconds = 0.0
     var latMerged: [Double] = [], latUnmerged: [Double] = []  // µs
@@ -233,14 +233,14 @@ struct CompareBench {
         let helper = AnonHolderProcess(pattern: pattern, pages: pages)
         r.memBeforeKiB = helper.pssKiB()
         r.rssBeforeKiB = procKiB("/proc/\(helper.pid)/status", "VmRSS:")
-        r.anonBeforeKiB = procKiB("/proc/meminfo", "AnonPages:")
+        r.anonBeforeKiB = anonAndShmemKiB()
         r.availBeforeKiB = procKiB("/proc/meminfo", "MemAvailable:")
         r.conv = converge(kernel, cpu: { ksmd }, target: target)
         r.counters = kernel.counters()
         r.tunablesChanged = !tunablesHold(kernel, pattern)
         r.memAfterKiB = helper.pssKiB()
         r.rssAfterKiB = procKiB("/proc/\(helper.pid)/status", "VmRSS:")
-        r.anonAfterKiB = procKiB("/proc/meminfo", "AnonPages:")
+        r.anonAfterKiB = anonAndShmemKiB()
         r.availAfterKiB = procKiB("/proc/meminfo", "MemAvailable:")
         if latency {
             for (page, merged) in latencyPicks(pattern, pages) {
@@ -286,9 +286,9 @@ struct CompareBench {
         let ctl = KSMControl(dir: m.path + "/ksm")
         applyTunables(ctl, pattern)
         writeFiles(m.path, pattern, pages: pages)
-        r.memBeforeKiB = m.rssKiB()
+        r.memBeforeKiB = m.memoryKiB()
         r.rssBeforeKiB = r.memBeforeKiB
-        r.anonBeforeKiB = procKiB("/proc/meminfo", "AnonPages:")
+        r.anonBeforeKiB = anonAndShmemKiB()
         r.availBeforeKiB = procKiB("/proc/meminfo", "MemAvailable:")
         // The kernel's ksmd runs at nice 5; give the daemon's scanner thread the same so that a
         // busy machine slows both alike.
@@ -298,17 +298,17 @@ struct CompareBench {
         r.conv = converge(ctl, cpu: { ThreadCPU.thread(of: m.pid, named: "ksmd") }, target: target)
         r.counters = ctl.counters()
         r.tunablesChanged = !tunablesHold(ctl, pattern)
-        // Freed blocks go back to the OS in batches: wait until the RSS stops falling.
-        var rss = m.rssKiB()
+        // Freed blocks go back to the OS in batches: wait until the daemon's memory stops falling.
+        var rss = m.memoryKiB()
         for _ in 0..<30 {
             usleep(100_000)
-            let next = m.rssKiB()
+            let next = m.memoryKiB()
             if next >= rss - 64 { rss = min(rss, next); break }
             rss = next
         }
         r.memAfterKiB = rss
         r.rssAfterKiB = rss
-        r.anonAfterKiB = procKiB("/proc/meminfo", "AnonPages:")
+        r.anonAfterKiB = anonAndShmemKiB()
         r.availAfterKiB = procKiB("/proc/meminfo", "MemAvailable:")
         if latency {
             let per = pages / files
@@ -472,7 +472,7 @@ extension Bench {
         @Option(help: "First writes per class (merged, unmerged) for the latency test.") var latencySamples = 1000
         @Option(help: "JSON output.") var json = "ksmfs-compare.json"
         @Option(help: "SVG chart output.") var svg = "ksmfs-compare.svg"
-        @Flag(help: "Instead: 4 GiB of dup16 in 64 files on ksmfs; daemon RSS vs logical size.") var scale = false
+        @Flag(help: "Instead: 4 GiB of dup16 in 64 files on ksmfs; daemon memory vs logical size.") var scale = false
         @Flag(help: "With --scale: the kernel side too (4 GiB of anonymous memory).") var scaleKernel = false
 
         func validate() throws {

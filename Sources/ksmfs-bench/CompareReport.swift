@@ -20,9 +20,9 @@ struct CompareReport {
         ("scanner CPU, whole run", "s", 3, { $0.conv.cpuTotal }),
         ("pages per scanner CPU-s, all passes", "pages/s", 0, { $0.pagesPerCPU }),
         ("pages per scanner CPU-s, median pass", "pages/s", 0, { $0.conv.perPass.isEmpty ? nil : Stats(values: $0.conv.perPass).median }),
-        ("memory released (k: helper PSS, f: daemon RSS)", "MiB", 1, { Double($0.releasedKiB) / 1024 }),
+        ("memory released (k: helper PSS, f: daemon memory)", "MiB", 1, { Double($0.releasedKiB) / 1024 }),
         ("released / (sharing+zero) x 4 KiB", "x", 3, { $0.idealKiB > 0 ? Double($0.releasedKiB) / Double($0.idealKiB) : nil }),
-        ("AnonPages drop", "MiB", 1, { Double($0.anonBeforeKiB - $0.anonAfterKiB) / 1024 }),
+        ("AnonPages+Shmem drop", "MiB", 1, { Double($0.anonBeforeKiB - $0.anonAfterKiB) / 1024 }),
         ("MemAvailable change", "MiB", 1, { Double($0.availAfterKiB - $0.availBeforeKiB) / 1024 }),
         ("unmerge (write 2 to run)", "ms", 1, { $0.unmergeSeconds * 1000 }),
         ("first write, merged page p50", "us", 2, { p($0.latMerged, 0.5) }),
@@ -149,7 +149,7 @@ struct CompareReport {
         }
         printTable(["side", "logical MiB", "mem before MiB", "mem after MiB", "after / logical", "converge s", "scanner CPU s",
                     "unmerge ms", "shared/sharing/unshared/chains/dups/zero"], rows)
-        print("mem: ksmfs = daemon RSS, kernel = helper PSS")
+        print("mem: ksmfs = daemon memory (its RSS without shared pages, plus the arena memfd), kernel = helper PSS")
         if results.count == 2 {
             let mm = mismatches(results[1], results[0])
             if mm.isEmpty { print("counters: kernel and ksmfs equal") }
@@ -185,8 +185,8 @@ struct CompareReport {
         o.append("\"pages_scanned\":\(c.scanned),\"pages_per_cpu_s\":\(CompareReport.n(r.pagesPerCPU, 0)),\"pages_per_cpu_s_per_pass\":\(CompareReport.arr(c.perPass, 0))")
         o.append("\"last_growth_pass\":\(c.growthPass),\"stop_pass\":\(c.stopPass),\"stop_exactly_at_pass_boundary\":\(c.exactBoundary)")
         o.append("\"counters\":{" + KSMCounters.all.map { "\(CompareReport.q($0)):\(r.counters[$0])" }.joined(separator: ",") + "}")
-        o.append("\"memory_kib\":{\"measure\":\(CompareReport.q(r.side == .kernel ? "helper PSS" : "daemon RSS")),\"before\":\(r.memBeforeKiB),\"after\":\(r.memAfterKiB),\"released\":\(r.releasedKiB),\"ideal_released\":\(r.idealKiB),\"rss_before\":\(r.rssBeforeKiB),\"rss_after\":\(r.rssAfterKiB),"
-                 + "\"anon_pages_before\":\(r.anonBeforeKiB),\"anon_pages_after\":\(r.anonAfterKiB),\"mem_available_before\":\(r.availBeforeKiB),\"mem_available_after\":\(r.availAfterKiB)}")
+        o.append("\"memory_kib\":{\"measure\":\(CompareReport.q(r.side == .kernel ? "helper PSS" : "daemon memory")),\"before\":\(r.memBeforeKiB),\"after\":\(r.memAfterKiB),\"released\":\(r.releasedKiB),\"ideal_released\":\(r.idealKiB),\"rss_before\":\(r.rssBeforeKiB),\"rss_after\":\(r.rssAfterKiB),"
+                 + "\"anon_shmem_before\":\(r.anonBeforeKiB),\"anon_shmem_after\":\(r.anonAfterKiB),\"mem_available_before\":\(r.availBeforeKiB),\"mem_available_after\":\(r.availAfterKiB)}")
         o.append("\"unmerge_s\":\(CompareReport.n(r.unmergeSeconds))")
         func lat(_ v: [Double]) -> String {
             "{\"count\":\(v.count),\"p50_us\":\(CompareReport.p(v, 0.5).map { CompareReport.n($0, 3) } ?? "null"),\"p99_us\":\(CompareReport.p(v, 0.99).map { CompareReport.n($0, 3) } ?? "null")}"

@@ -28,6 +28,10 @@ func procKiB(_ path: String, _ key: String) -> Int {
     return 0
 }
 
+/// The machine's anonymous plus shared memory in KiB (the kernel's KSM frees anonymous pages;
+/// ksmfs's arena is shared memory, a memfd).
+func anonAndShmemKiB() -> Int { procKiB("/proc/meminfo", "AnonPages:") + procKiB("/proc/meminfo", "Shmem:") }
+
 func directoryEntries(_ path: String) -> [String] {
     guard let d = opendir(path) else { return [] }
     defer { closedir(d) }

@@ -138,13 +138,32 @@ final class BenchMount {
         return false
     }
 
-    func rssKiB() -> Int {
+    /// What the daemon costs the machine in KiB: its resident memory other than shared pages
+    /// (VmRSS - RssShmem) plus its arena memfd's pages, which it maps only now and then.
+    func memoryKiB() -> Int {
         guard pid > 0, let f = fopen("/proc/\(pid)/status", "r") else { return 0 }
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 256)
+        var rss = 0, shmem = 0
         while fgets(&line, 256, f) != nil {
             let s = String(decodingCString: line)
-            if s.hasPrefix("VmRSS:") { return Int(s.split(separator: " ").dropFirst().first ?? "0") ?? 0 }
+            let value = Int(s.split(separator: " ").dropFirst().first ?? "0") ?? 0
+            if s.hasPrefix("VmRSS:") { rss = value } else if s.hasPrefix("RssShmem:") { shmem = value }
+        }
+        return rss - shmem + BenchMount.arenaKiB(pid: pid)
+    }
+
+    /// KiB allocated by a daemon's arena memfd (0 when it has none).
+    static func arenaKiB(pid: Int32) -> Int {
+        var link = [CChar](repeating: 0, count: 256)
+        for name in directoryEntries("/proc/\(pid)/fd") {
+            let path = "/proc/\(pid)/fd/\(name)"
+            let n = readlink(path, &link, 255)
+            guard n > 0 else { continue }
+            link[n] = 0
+            guard String(decodingCString: link).hasPrefix("/memfd:ksmfs-arena") else { continue }
+            var st = stat()
+            return stat(path, &st) == 0 ? Int(st.st_blocks) / 2 : 0
         }
         return 0
     }

@@ -85,7 +85,7 @@ struct MountCommand: ParsableCommand {
 
         let oom = OOMScore.apply(parsed.oomScoreAdj)
         if !oom.exact {
-            let line = "running with oom_score_adj \(oom.value), not \(parsed.oomScoreAdj) (lowering it needs root or CAP_SYS_RESOURCE): the OOM killer may choose this daemon, and every file of the mount with it"
+            let line = "running with oom_score_adj \(oom.value), not \(parsed.oomScoreAdj) (lowering it needs root or CAP_SYS_RESOURCE): the OOM killer does not count file data against the daemon (it lives in a memfd, as in tmpfs), but could still choose it"
             // In the foreground the log is stderr already; daemonized, say it on the terminal too.
             if daemon { writeStderr("ksmfs: notice: \(line)\n") }
             logger.notice("\(line)")

@@ -142,7 +142,7 @@ enum Metrics {
           rates     scanned \(f(d["scanned_per_second"]!, 0))/s  merged \(f(d["merged_per_second"]!, 0))/s  copy-on-write \(f(d["cow_per_second"]!, 0))/s  scanner CPU \(f(d["scanner_cpu_percent"]!))%
           pass      #\(int(a, "full_scans") ) [\(bar)] \(f((d["pass_progress"] ?? 0) * 100, 0))%  \(int(a, "pass_pages_done"))/\(int(a, "pass_pages_total")) pages  last pass \(f(a["last_pass_seconds"] ?? 0, 2)) s
           memory    \(bytes(a["logical_bytes"] ?? 0)) of data in \(bytes(a["physical_bytes"] ?? 0)) (dedup \(f(d["dedup_ratio"]!, 2))x)  saved \(bytes(d["saved_bytes"]!))  general_profit \(bytes(a["general_profit"] ?? 0))
-                    daemon RSS \(bytes(a["daemon_resident_bytes"] ?? 0))  capacity \(bytes(a["capacity_bytes"] ?? 0))
+                    daemon memory \(bytes(a["daemon_resident_bytes"] ?? 0))  capacity \(bytes(a["capacity_bytes"] ?? 0))
           advisor   \(advisor)
         """
     }

@@ -2,7 +2,7 @@
 # mountpoint, waits for /proc/mounts to show it, and on the way out checks that the
 # daemon was still alive, unmounts it and that it exited 0. With --target=tmpfs the very
 # same tests run on a kernel tmpfs instead: that is how a test is shown to encode tmpfs
-# behaviour. Tests marked ksmfs_only (CLI, /ksm, signals, daemon RSS) are the only ones
+# behaviour. Tests marked ksmfs_only (CLI, /ksm, signals, daemon memory) are the only ones
 # ever skipped, and only under --target=tmpfs.
 #
 #   python3 -m pytest Tests/IntegrationTests [--target=ksmfs|tmpfs]

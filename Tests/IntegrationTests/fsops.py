@@ -24,13 +24,31 @@ def ksmfs_bin():
     return os.environ.get("KSMFS_BIN") or DEFAULT_BIN
 
 
-def rss(pid):
-    """The process's resident set (VmRSS) in bytes."""
+def arena_fd(pid):
+    """/proc/PID/fd/N of the daemon's arena memfd, or None (a process without one)."""
+    d = f"/proc/{pid}/fd"
+    for n in os.listdir(d):
+        with contextlib.suppress(OSError):
+            if os.readlink(os.path.join(d, n)).startswith("/memfd:ksmfs-arena"):
+                return os.path.join(d, n)
+    return None
+
+
+def daemon_memory(pid):
+    """What a process costs the machine in bytes: its resident memory other than shared
+    memory (VmRSS - RssShmem), plus, for a ksmfs daemon, its arena's pages, which belong to a
+    memfd and are mapped only now and then (os.stat of the memfd: pages in memory or swap)."""
+    status = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "RssShmem"):
+                status[k] = int(v.split()[0]) * 1024
+    if "VmRSS" not in status:
+        raise AssertionError(f"no VmRSS for pid {pid}")
+    fd = arena_fd(pid)
+    arena = os.stat(fd).st_blocks * 512 if fd else 0
+    return status["VmRSS"] - status.get("RssShmem", 0) + arena
 
 
 def mount_entry(path):

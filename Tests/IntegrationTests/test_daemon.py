@@ -10,26 +10,26 @@ import time
 
 import pytest
 
-from fsops import FSTYPE, is_mounted, ksmfs_bin, MiB, rss, write_file
+from fsops import FSTYPE, is_mounted, ksmfs_bin, MiB, daemon_memory, write_file
 
 pytestmark = pytest.mark.ksmfs_only
 
 
-def test_daemon_RSS_falls_by_200_MiB_after_deleting_256_MiB_of_files(mounted):
+def test_daemon_memory_falls_by_200_MiB_after_deleting_256_MiB_of_files(mounted):
     with mounted("size=1g") as m:
         work = os.path.join(m.path, "w")
         os.mkdir(work)
         for i in range(8):
             write_file(os.path.join(work, f"f{i}"), os.urandom(32 * MiB))  # fsync'ed
-        full = rss(m.pid)
+        full = daemon_memory(m.pid)
         for i in range(8):
             os.unlink(os.path.join(work, f"f{i}"))
         deadline = time.monotonic() + 5
-        while full - rss(m.pid) < 200 * MiB and time.monotonic() < deadline:
+        while full - daemon_memory(m.pid) < 200 * MiB and time.monotonic() < deadline:
             time.sleep(0.1)
-        after = rss(m.pid)
+        after = daemon_memory(m.pid)
         assert full - after >= 200 * MiB, \
-            f"RSS {full / MiB:.0f} MiB -> {after / MiB:.0f} MiB after deleting 256 MiB"
+            f"daemon memory {full / MiB:.0f} MiB -> {after / MiB:.0f} MiB after deleting 256 MiB"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -1,7 +1,7 @@
 # The kernel's KSM selftest scenarios (tools/testing/selftests/mm/ksm_tests.c) ported to files
 # on a real mount (ksmfs-only): merge, unmerge with run=2, zero pages, max_page_sharing chains,
 # the 65,536-page dup16 figure, copy-on-write isolation for write(2), truncate and mmap, files
-# created while the scanner runs, deleted files, and the daemon's RSS really falling (and rising
+# created while the scanner runs, deleted files, and the daemon's memory really falling (and rising
 # again on unmerge). Each test has its own mount, so counters start from zero.
 
 import hashlib
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fsops import MiB, PAGE, read_cold, rss, run_python, write_file
+from fsops import MiB, PAGE, read_cold, daemon_memory, run_python, write_file
 
 pytestmark = pytest.mark.ksmfs_only
 
@@ -101,19 +101,19 @@ def test_nothing_merges_with_run_0_nor_on_the_first_visit(mounted):
 
 # ---------------------------------------------------------------- unmerge
 
-def test_run_2_unmerges_everything_at_once_contents_intact_and_RSS_back_up(mounted):
+def test_run_2_unmerges_everything_at_once_contents_intact_and_daemon_memory_back_up(mounted):
     with mounted("size=512m") as m:
         w = workdir(m)
         data = os.urandom(4 * MiB)  # 1024 distinct pages, 16 copies: 60 MiB to save
         for i in range(16):
             write_file(os.path.join(w, f"f{i}"), data)
-        before = rss(m.pid)
+        before = daemon_memory(m.pid)
         start(m)
         c = settle(m, pages_shared=1024, pages_sharing=15 * 1024)
         saved = c["pages_sharing"] * PAGE
-        dropped = _wait(lambda: before - rss(m.pid) >= 0.9 * saved, 10)  # freed in batches
-        merged_rss = rss(m.pid)
-        assert dropped, f"RSS {before / MiB:.1f} -> {merged_rss / MiB:.1f} MiB after merging"
+        dropped = _wait(lambda: before - daemon_memory(m.pid) >= 0.9 * saved, 10)  # freed in batches
+        merged_rss = daemon_memory(m.pid)
+        assert dropped, f"daemon memory {before / MiB:.1f} -> {merged_rss / MiB:.1f} MiB after merging"
 
         kset(m, "run", 2)  # synchronous: everything is zero when the write returns
         c = counters(m)
@@ -126,27 +126,27 @@ def test_run_2_unmerges_everything_at_once_contents_intact_and_RSS_back_up(mount
         assert c["pages_scanned"] > 0, "pages_scanned is never reset"
         for i in range(16):
             assert read_cold(os.path.join(w, f"f{i}")) == data
-        _wait(lambda: rss(m.pid) - merged_rss >= 0.9 * saved, 5)
-        grown = rss(m.pid) - merged_rss
+        _wait(lambda: daemon_memory(m.pid) - merged_rss >= 0.9 * saved, 5)
+        grown = daemon_memory(m.pid) - merged_rss
         assert grown >= 0.9 * saved, \
-            f"RSS grew by {grown / MiB:.1f} MiB after run=2, want >= {0.9 * saved / MiB:.1f} MiB"
+            f"daemon memory grew by {grown / MiB:.1f} MiB after run=2, want >= {0.9 * saved / MiB:.1f} MiB"
         time.sleep(0.3)  # run=2 stays stopped: nothing merges again
         assert counters(m)["pages_sharing"] == 0 and counters(m)["full_scans"] == 0
 
 
-def test_daemon_RSS_falls_by_90_percent_of_the_pages_saved(mounted):
+def test_daemon_memory_falls_by_90_percent_of_the_pages_saved(mounted):
     with mounted("size=512m") as m:
         w = workdir(m)
         data = os.urandom(4 * MiB)
         for i in range(16):  # 64 MiB written, 4 MiB distinct
             write_file(os.path.join(w, f"f{i}"), data)
-        before = rss(m.pid)
+        before = daemon_memory(m.pid)
         start(m)
         c = settle(m, pages_shared=1024, pages_sharing=15 * 1024, pages_unshared=0)
         want = 0.9 * c["pages_sharing"] * PAGE
-        _wait(lambda: before - rss(m.pid) >= want, 10)  # freed blocks go back in batches
-        after = rss(m.pid)
-        assert before - after >= want, (f"daemon RSS {before / MiB:.1f} -> {after / MiB:.1f} MiB, "
+        _wait(lambda: before - daemon_memory(m.pid) >= want, 10)  # freed blocks go back in batches
+        after = daemon_memory(m.pid)
+        assert before - after >= want, (f"daemon memory {before / MiB:.1f} -> {after / MiB:.1f} MiB, "
                                          f"want a drop of >= {want / MiB:.1f} MiB")
         for i in (0, 15):
             assert read_cold(os.path.join(w, f"f{i}")) == data

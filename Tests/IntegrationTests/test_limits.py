@@ -13,7 +13,7 @@ import stat
 
 import pytest
 
-from fsops import fallocate, MiB, PAGE, raises_errno, read_cold, rss, write_file
+from fsops import fallocate, MiB, PAGE, raises_errno, read_cold, daemon_memory, write_file
 
 GiB = 1 << 30
 TiB = 1 << 40
@@ -74,13 +74,13 @@ def test_creating_and_deleting_files_with_run_0_does_not_grow_the_daemon(mounted
                     os.mknod(f"f{i}", stat.S_IFREG | 0o644, dir_fd=dfd)
                 for i in range(25_000):
                     os.unlink(f"f{i}", dir_fd=dfd)
-                sizes.append(rss(m.pid))
+                sizes.append(daemon_memory(m.pid))
         finally:
             os.close(dfd)
         assert os.listdir(d) == []
         grown = sizes[-1] - sizes[1]
-        print(f"\ndaemon RSS after each round of 25,000 create+unlink: {[round(r / MiB, 1) for r in sizes]} MiB")
-        assert grown < 6 * MiB, (f"daemon RSS after each round of 25,000 create+unlink: "
+        print(f"\ndaemon memory after each round of 25,000 create+unlink: {[round(r / MiB, 1) for r in sizes]} MiB")
+        assert grown < 6 * MiB, (f"daemon memory after each round of 25,000 create+unlink: "
                                  f"{[round(r / MiB) for r in sizes]} MiB: {grown / MiB:.0f} MiB kept for deleted files")
         m.assert_alive()
 
@@ -88,7 +88,7 @@ def test_creating_and_deleting_files_with_run_0_does_not_grow_the_daemon(mounted
 def test_a_64_GiB_sparse_file_costs_almost_nothing_and_SEEK_DATA_finds_its_last_page(mounted, target):
     with mounted("size=64m") as m:
         path = os.path.join(m.path, "sparse")
-        before = rss(m.pid) if target == "ksmfs" else 0
+        before = daemon_memory(m.pid) if target == "ksmfs" else 0
         end = os.urandom(PAGE)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -114,8 +114,8 @@ def test_a_64_GiB_sparse_file_costs_almost_nothing_and_SEEK_DATA_finds_its_last_
         assert st.st_blocks <= 64, f"st_blocks {st.st_blocks} for one 4 KiB page of data"
         assert os.statvfs(m.path).f_bfree >= (64 * MiB - 64 * 1024) // PAGE, "the holes were charged to size="
         if target == "ksmfs":
-            grown = rss(m.pid) - before
-            assert grown < 8 * MiB, f"daemon RSS grew by {grown / MiB:.1f} MiB for a 64 GiB sparse file"
+            grown = daemon_memory(m.pid) - before
+            assert grown < 8 * MiB, f"daemon memory grew by {grown / MiB:.1f} MiB for a 64 GiB sparse file"
             m.assert_alive()
 
 
@@ -275,7 +275,7 @@ def test_one_byte_at_the_last_offset_costs_the_daemon_little_memory(mounted):
     must not grow with the file's logical size (8 EiB here; a 64 GiB sparse file likewise)."""
     with mounted("size=64m") as m:
         path = os.path.join(m.path, "f")
-        before = rss(m.pid)
+        before = daemon_memory(m.pid)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             assert os.pwrite(fd, b"x", MAX_FILE - 1) == 1
@@ -284,7 +284,7 @@ def test_one_byte_at_the_last_offset_costs_the_daemon_little_memory(mounted):
         finally:
             os.close(fd)
         assert os.stat(path).st_size == MAX_FILE
-        grown = rss(m.pid) - before
-        assert grown < 4 * MiB, f"daemon RSS grew by {grown / MiB:.1f} MiB for two bytes far out"
+        grown = daemon_memory(m.pid) - before
+        assert grown < 4 * MiB, f"daemon memory grew by {grown / MiB:.1f} MiB for two bytes far out"
         os.unlink(path)
         m.assert_alive()

@@ -6,22 +6,23 @@
 # passing over swapped pages; files read back intact (from a process outside the cgroup) both
 # under the limit and after it is lifted; a shared block stays one block across page-out and
 # page-in (same counters and live blocks, every page content in exactly one arena page, each
-# shared block at its old address, found through /proc/pid/pagemap and /proc/pid/mem);
+# shared block at its old offset in the arena's memfd, found through mincore and the memfd);
 # copy-on-write works on a swapped shared block; and the daemon is never OOM-killed, down to a
 # limit 24 MiB above its metadata. Needs root, a memory cgroup and swap: under CI a missing
 # facility is a failure, elsewhere a skip.
 
-import array
 import contextlib
 import errno
+import ctypes
 import hashlib
+import mmap
 import os
 import subprocess
 import time
 
 import pytest
 
-from fsops import MiB, PAGE, read_cold
+from fsops import arena_fd, MiB, PAGE, read_cold
 from ksmops import counters, kset, settle, start
 
 pytestmark = pytest.mark.ksmfs_only
@@ -274,68 +275,87 @@ def _mappings(pid):
 
 
 def _arena(pid):
-    """The arena's mapping: the daemon's one anonymous mapping of more than 1 GiB (size=1g).
-    The kernel merges the block store's small per-block arrays (refcounts ...), mapped next
-    to it with the same flags, into the same mapping: a few MiB that are not file data."""
-    big = [m for m in _mappings(pid) if m[2]["path"] == "" and m[1] - m[0] >= 1024 * MiB]
-    assert len(big) == 1, f"expected one anonymous mapping >= 1 GiB (the arena) in the daemon, got {big}"
-    return big[0]
+    """The arena: (its memfd as /proc/PID/fd/N, the daemon's mapping of it). The blocks live in
+    a memfd mapped shared; the daemon maps pages only while it uses them."""
+    fd = arena_fd(pid)
+    assert fd, f"no arena memfd among the daemon's descriptors"
+    maps = [m for m in _mappings(pid) if m[2]["path"].startswith("/memfd:ksmfs-arena")]
+    assert len(maps) == 1, f"expected one mapping of the arena memfd in the daemon, got {maps}"
+    return fd, maps[0]
 
 
 def _memory(pid):
-    """The daemon's figures in bytes: the arena mapping resident and swapped, everything else
+    """The daemon's figures in bytes: the arena's pages resident and swapped (its memfd's
+    allocated pages, and the swap the kernel reports for the mapping of it), everything else
     (metadata, heap, stacks, code) resident plus swapped, and VmRSS / VmSwap."""
-    arena = _arena(pid)
-    meta = sum(m[2].get("Rss", 0) + m[2].get("Swap", 0) for m in _mappings(pid) if m[0] != arena[0])
+    fd, mapping = _arena(pid)
+    allocated = os.stat(fd).st_blocks * 512
+    swapped = mapping[2].get("Swap", 0)
+    meta = sum(m[2].get("Rss", 0) + m[2].get("Swap", 0) for m in _mappings(pid) if m[0] != mapping[0])
     status = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
             if k in ("VmRSS", "VmSwap", "RssAnon"):
                 status[k] = int(v.split()[0]) * 1024
-    return {"arena_rss": arena[2]["Rss"], "arena_swap": arena[2]["Swap"], "meta": meta, **status}
+    return {"arena_rss": allocated - swapped, "arena_swap": swapped, "meta": meta, **status}
 
 
-PRESENT, SWAPPED = 1 << 63, 1 << 62
+PRESENT, SWAPPED = "present", "swapped"
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 
 
-def _pagemap(pid, lo, hi):
-    """One 64-bit /proc/pid/pagemap entry per page of [lo, hi): bit 63 present, bit 62 swapped.
-    Reading it faults nothing in."""
-    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+def _pages(fd, flag):
+    """Offsets of the arena memfd's pages that are in memory (PRESENT: mincore, which faults
+    nothing in) or allocated but not in memory (SWAPPED: data by SEEK_DATA, not in core)."""
+    size = os.fstat(fd).st_size
+    addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    assert addr not in (None, ctypes.c_void_p(-1).value), f"mmap of the arena: {os.strerror(ctypes.get_errno())}"
     try:
-        raw = b""
-        want = (hi - lo) // PAGE * 8
-        while len(raw) < want:
-            raw += os.pread(fd, want - len(raw), lo // PAGE * 8 + len(raw))
+        vec = (ctypes.c_ubyte * (size // PAGE))()
+        assert _libc.mincore(addr, size, vec) == 0, f"mincore: {os.strerror(ctypes.get_errno())}"
+        core = bytes(vec)
     finally:
-        os.close(fd)
-    return array.array("Q", raw)
+        _libc.munmap(addr, size)
+    if flag == PRESENT:
+        return [i * PAGE for i, v in enumerate(core) if v & 1]
+    out, pos = [], 0
+    while True:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                return out
+            raise
+        hole = os.lseek(fd, data, os.SEEK_HOLE)
+        out += [o for o in range(data, hole, PAGE) if not core[o // PAGE] & 1]
+        pos = hole
 
 
 def _data_pages(pid, prefixes, flag):
-    """Where file data sits in the arena: {key: [addresses]} for the pages of the arena mapping
-    whose pagemap entry has `flag` (PRESENT or SWAPPED) and whose first 64 bytes are a key of
-    `prefixes` (every page written is random, so 64 bytes name it). Reads /proc/pid/mem: a
-    swapped page read is paged in, so only call it with no limit set."""
-    lo, hi, _ = _arena(pid)
-    entries = _pagemap(pid, lo, hi)
+    """Where file data sits in the arena: {key: [offsets in its memfd]} for the pages that are
+    `flag` (PRESENT or SWAPPED) and whose first 64 bytes are a key of `prefixes` (every page
+    written is random, so 64 bytes name it). Reads the memfd: a swapped page read is paged in
+    (charged to the daemon's cgroup), so only call it with no limit set."""
+    path, _ = _arena(pid)
+    fd = os.open(path, os.O_RDONLY)
     found = {}
-    fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
     try:
+        offsets = _pages(fd, flag)
         i = 0
-        while i < len(entries):
-            if not entries[i] & flag:
-                i += 1
-                continue
-            j = i
-            while j < len(entries) and entries[j] & flag and j - i < 1024:
+        while i < len(offsets):
+            j = i + 1
+            while j < len(offsets) and offsets[j] == offsets[j - 1] + PAGE and j - i < 1024:
                 j += 1
-            chunk = os.pread(fd, (j - i) * PAGE, lo + i * PAGE)
+            chunk = os.pread(fd, (j - i) * PAGE, offsets[i])
             for k in range(0, len(chunk), PAGE):
                 key = prefixes.get(chunk[k:k + 64])
                 if key is not None:
-                    found.setdefault(key, []).append(lo + i * PAGE + k)
+                    found.setdefault(key, []).append(offsets[i] + k)
             i = j
     finally:
         os.close(fd)
@@ -461,10 +481,14 @@ def _merged_and_paged_out(m, cg, figures):
     m.assert_alive()
     s.figures.update(limit=_fmt(LIMIT), vmswap=_fmt(now["VmSwap"]), arena_swap=_fmt(now["arena_swap"]),
                      rss_under_limit=_fmt(now["VmRSS"]), cgroup_usage=_fmt(cg.usage()))
-    assert now["VmSwap"] >= now["arena_swap"] > 256 * MiB, now
-    lo, hi, _ = _arena(pid)
-    entries = _pagemap(pid, lo, hi)
-    swapped = sum(1 for a in s.shared_at.values() if entries[(a - lo) // PAGE] & SWAPPED)
+    assert now["arena_swap"] > 256 * MiB, now
+    path, _ = _arena(pid)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out = set(_pages(fd, SWAPPED))
+    finally:
+        os.close(fd)
+    swapped = sum(1 for a in s.shared_at.values() if a in out)
     s.figures["shared_blocks_swapped"] = f"{swapped}/{SHARED}"
     assert swapped >= SHARED // 4, \
         f"only {swapped} of {SHARED} shared blocks were paged out; the test would show nothing about them"

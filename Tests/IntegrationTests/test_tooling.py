@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from fsops import FSTYPE, REPO_ROOT, is_mounted, ksmfs_bin, PAGE, rss, write_file
+from fsops import FSTYPE, REPO_ROOT, is_mounted, ksmfs_bin, PAGE, daemon_memory, write_file
 
 pytestmark = pytest.mark.ksmfs_only
 
@@ -281,7 +281,7 @@ def test_metrics_is_prometheus_text_and_equals_the_counter_files(mounted, tmp_pa
         assert values["ksmfs_physical_bytes"] == 65 * PAGE  # 64 shared blocks + the private copy
         assert values["ksmfs_capacity_bytes"] == 64 << 20
         assert 0 <= values["ksmfs_pass_pages_done"] <= values["ksmfs_pass_pages_total"] <= 128
-        resident = rss(m.pid)
+        resident = daemon_memory(m.pid)
         assert 0.5 * resident <= values["ksmfs_daemon_resident_bytes"] <= 2 * resident
         assert types["ksmfs_full_scans"] == "counter" and types["ksmfs_pages_sharing"] == "gauge"
         assert all(not math.isnan(v) for v in values.values())

@@ -82,6 +82,43 @@ final class BlockArenaTests: XCTestCase {
         XCTAssertTrue(ksmIsZero(arena, again), "a reused block starts zero-filled")
     }
 
+    /// Whether this process maps the page at `p` now (/proc/self/pagemap bit 63).
+    private func mapped(_ p: UnsafeMutableRawPointer) -> Bool {
+        let fd = open("/proc/self/pagemap", O_RDONLY)
+        defer { close(fd) }
+        var entry: UInt64 = 0
+        XCTAssertEqual(pread(fd, &entry, 8, off_t(Int(bitPattern: p) / 4096 * 8)), 8)
+        return entry >> 63 == 1
+    }
+
+    func testBlocksLiveInAMemfdTheDaemonUnmapsWithoutLosingThem() throws {
+        let arena = BlockArena(capacityBlocks: 256)
+        XCTAssertGreaterThanOrEqual(arena.memfd, 0, "the blocks should live in a memfd")
+        var ids = [UInt32](repeating: 0, count: 64)
+        try ids.withUnsafeMutableBufferPointer { try arena.allocate(64, into: $0.baseAddress!) }
+        XCTAssertTrue(ids.withUnsafeBufferPointer { arena.populate($0.baseAddress!, count: 64) })
+        for (i, id) in ids.enumerated() { arena.pointer(id).storeBytes(of: UInt64(i) &* 0x9E37_79B9_7F4A_7C15 | 1, as: UInt64.self) }
+        XCTAssertGreaterThanOrEqual(arena.memfdBytes, 64 * 4096)
+        XCTAssertTrue(mapped(arena.pointer(ids[0])))
+        arena.unmapResident()
+        XCTAssertFalse(mapped(arena.pointer(ids[0])), "unmapResident should drop the page-table entry")
+        XCTAssertGreaterThanOrEqual(arena.memfdBytes, 64 * 4096, "unmapping must not free anything")
+        for (i, id) in ids.enumerated() {
+            XCTAssertEqual(arena.pointer(id).load(as: UInt64.self), UInt64(i) &* 0x9E37_79B9_7F4A_7C15 | 1, "block \(i) lost")
+        }
+        // the background thread does the same once more than `unmapAbove` bytes are mapped
+        arena.unmapAbove = 0
+        arena.startUnmapping(everyMillis: 5)
+        defer { arena.stopUnmapping() }
+        var gone = false
+        for _ in 0..<400 where !gone { usleep(5000); gone = !mapped(arena.pointer(ids[0])) }
+        XCTAssertTrue(gone, "the unmapping thread did not unmap a touched block")
+        let before = arena.memfdBytes
+        for id in ids { arena.release(id) }
+        arena.flush()
+        XCTAssertLessThanOrEqual(arena.memfdBytes, before - 64 * 4096, "freed blocks must leave the memfd")
+    }
+
     func testHolesAndTheZeroBlockCostNothing() {
         let arena = BlockArena(capacityBlocks: 64)
         XCTAssertFalse(resident(arena, BlockArena.zero), "never written, never resident")

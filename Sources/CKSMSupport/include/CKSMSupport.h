@@ -19,6 +19,12 @@ void ksm_set_thread_name(const char *name);
 size_t ksm_heap_in_use(void);
 /* Returns free heap memory of every malloc arena to the OS (malloc_trim). */
 void ksm_heap_trim(void);
+/* A memfd of `bytes` (sparse, close-on-exec) named `name`, or -1 with errno set. */
+int ksm_memfd(const char *name, size_t bytes);
+/* Bytes a file has allocated (st_blocks * 512): for a memfd, its pages in memory or in swap. */
+long long ksm_fd_allocated_bytes(int fd);
+/* Shared memory this process maps now (RssShmem of /proc/self/status), or -1. */
+long long ksm_rss_shmem_bytes(void);
 /* 1 when the system has swap (sysinfo's totalswap), or when that cannot be told; else 0. */
 int ksm_swap_configured(void);
 
