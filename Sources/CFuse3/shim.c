@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/uio.h>
+#include <time.h>
 
 /* The head of the kernel's fuse_init_out (include/uapi/linux/fuse.h). */
 struct cfuse_init_out_head { uint32_t major, minor, max_readahead, flags; };
@@ -14,8 +15,47 @@ struct cfuse_init_out_head { uint32_t major, minor, max_readahead, flags; };
 #define CFUSE_DIRECT_IO_ALLOW_MMAP2 (1u << 4)
 static int cfuse_init_patched;
 
+/* Requests by opcode: counts, and for those answered, the time from the read of the request
+ * to the write of its reply, in power-of-two microsecond buckets. A libfuse worker reads a
+ * request and answers it on the same thread, so the thread remembers what it read. */
+static uint64_t cfuse_counts[CFUSE_OPCODES], cfuse_sum_ns[CFUSE_OPCODES];
+static uint64_t cfuse_buckets[CFUSE_OPCODES][CFUSE_BUCKETS];
+static __thread uint64_t cfuse_t_unique;
+static __thread long long cfuse_t_start;
+static __thread uint32_t cfuse_t_opcode;
+
+static long long cfuse_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void cfuse_note_reply(const struct iovec *iov, int count) {
+    if (count < 1 || iov[0].iov_len < 16 || cfuse_t_unique == 0) return;
+    uint64_t unique;
+    memcpy(&unique, (const char *)iov[0].iov_base + 8, sizeof unique);
+    if (unique != cfuse_t_unique) return;
+    uint64_t ns = (uint64_t)(cfuse_now_ns() - cfuse_t_start);
+    uint64_t us = ns / 1000;
+    unsigned b = 0;
+    while (b < CFUSE_BUCKETS - 1 && us >= (1ull << b)) b++;
+    __atomic_add_fetch(&cfuse_sum_ns[cfuse_t_opcode], ns, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&cfuse_buckets[cfuse_t_opcode][b], 1, __ATOMIC_RELAXED);
+    cfuse_t_unique = 0;
+}
+
+void cfuse_request_stats(uint64_t *counts, uint64_t *sum_ns, uint64_t *buckets) {
+    for (unsigned op = 0; op < CFUSE_OPCODES; op++) {
+        counts[op] = __atomic_load_n(&cfuse_counts[op], __ATOMIC_RELAXED);
+        sum_ns[op] = __atomic_load_n(&cfuse_sum_ns[op], __ATOMIC_RELAXED);
+        for (unsigned b = 0; b < CFUSE_BUCKETS; b++)
+            buckets[op * CFUSE_BUCKETS + b] = __atomic_load_n(&cfuse_buckets[op][b], __ATOMIC_RELAXED);
+    }
+}
+
 static ssize_t cfuse_writev(int fd, struct iovec *iov, int count, void *userdata) {
     (void)userdata;
+    cfuse_note_reply(iov, count);
     if (!__atomic_exchange_n(&cfuse_init_patched, 1, __ATOMIC_ACQ_REL)) {
         /* The first reply answers INIT: out header in iov[0], fuse_init_out in iov[1]. */
         if (count >= 2 && iov[1].iov_len >= sizeof(struct cfuse_init_out_head)) {
@@ -37,7 +77,20 @@ static ssize_t cfuse_writev(int fd, struct iovec *iov, int count, void *userdata
 
 static ssize_t cfuse_read(int fd, void *buf, size_t len, void *userdata) {
     (void)userdata;
-    return read(fd, buf, len);
+    ssize_t n = read(fd, buf, len);
+    if (n >= 16) {
+        uint32_t opcode;
+        memcpy(&opcode, (const char *)buf + 4, sizeof opcode);
+        if (opcode >= CFUSE_OPCODES) opcode = 0;  /* CUSE_INIT and unknown ones: "other" */
+        __atomic_add_fetch(&cfuse_counts[opcode], 1, __ATOMIC_RELAXED);
+        /* FORGET (2) and BATCH_FORGET (42) get no reply. */
+        if (opcode != 2 && opcode != 42) {
+            memcpy(&cfuse_t_unique, (const char *)buf + 8, sizeof cfuse_t_unique);
+            cfuse_t_opcode = opcode;
+            cfuse_t_start = cfuse_now_ns();
+        }
+    }
+    return n;
 }
 
 int cfuse_enable_killpriv_v2(struct fuse_session *se) {
@@ -129,11 +182,6 @@ void cfuse_handle_closed(void) {
         fuse_session_exit(cfuse_stop_session);
         sem_post(&cfuse_stop_sem);
     }
-}
-static long long cfuse_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 static void cfuse_stop_handler(int sig) {

@@ -114,6 +114,8 @@ public protocol FileSystem: AnyObject {
     func destroy()
 
     func lookup(_ r: Request, parent: UInt64, name: Name) -> Result<Entry, Errno>
+    /// How long the kernel may remember that a name does not exist (0: it asks every time).
+    var negativeEntryTimeout: Double { get }
     func forget(ino: UInt64, lookups: UInt64)
     /// `handle` is the file handle when the kernel asks on behalf of an open file (a `write`
     /// or `read` with the writeback cache, FUSE_GETATTR_FH).
@@ -162,6 +164,7 @@ extension FileSystem {
     public func connectionSettings() -> ConnectionSettings { ConnectionSettings() }
     public func destroy() {}
     public func forget(ino: UInt64, lookups: UInt64) {}
+    public var negativeEntryTimeout: Double { 0 }
     public func attributeTimeout(for attributes: stat) -> Double { 1 }
     public func setattr(_ r: Request, ino: UInt64, _ change: SetAttributes) -> Result<stat, Errno> { .failure(.nosys) }
     public func readlink(_ r: Request, ino: UInt64) -> Result<Name, Errno> { .failure(.nosys) }

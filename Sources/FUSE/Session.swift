@@ -74,7 +74,16 @@ func makeOperations() -> fuse_lowlevel_ops {
         Unmanaged<SessionBox>.fromOpaque(userdata).takeUnretainedValue().fs.destroy()
     }
     ops.lookup = { req, parent, name in
-        replyEntry(req, fs(req).lookup(Request(req!), parent: UInt64(parent), name: Name(cString: name!)))
+        let f = fs(req)
+        let result = f.lookup(Request(req!), parent: UInt64(parent), name: Name(cString: name!))
+        if case .failure(let e) = result, e == .noent, f.negativeEntryTimeout > 0 {
+            // A negative entry: node id 0, which the kernel keeps as a missing name.
+            var entry = fuse_entry_param()
+            entry.entry_timeout = f.negativeEntryTimeout
+            fuse_reply_entry(req, &entry)
+            return
+        }
+        replyEntry(req, result)
     }
     ops.forget = { req, ino, n in
         fs(req).forget(ino: UInt64(ino), lookups: n)

@@ -92,6 +92,7 @@ extension MemoryFileSystem {
     /// The open handle and kernel caching for a regular file opened with `flags`.
     func openRegular(_ inode: Inode, flags: Int32) -> OpenReply {
         Session.handleOpened()
+        inode.meta.withLock { inode.openHandles += 1 }
         let writable = flags & O_ACCMODE != O_RDONLY
         var direct = false
         if writable {
@@ -105,11 +106,21 @@ extension MemoryFileSystem {
     /// A regular file's handle is closed (its inode may already be gone from the table).
     func releaseRegular(_ inode: Inode?, handle: UInt64) {
         Session.handleClosed()
-        if let inode, FileHandle(raw: handle).cachedWriter { inode.meta.withLock { inode.cachedWriters -= 1 } }
+        if let inode {
+            let cached = FileHandle(raw: handle).cachedWriter
+            let dropNow = inode.meta.withLock { () -> Bool in
+                if cached { inode.cachedWriters -= 1 }
+                inode.openHandles -= 1
+                guard inode.openHandles == 0, inode.mergedWhileOpen else { return false }
+                inode.mergedWhileOpen = false
+                return true
+            }
+            if dropNow { dropPageCacheAtLastClose(inode) }
+        }
         updateFullness()
     }
 
     public func attributeTimeout(for attributes: stat) -> Double {
-        attributes.st_mode & S_IFMT == S_IFREG && nearlyFull.load(ordering: .relaxed) ? 0 : 1
+        attributes.st_mode & S_IFMT == S_IFREG && nearlyFull.load(ordering: .relaxed) ? 0 : MemoryFileSystem.cacheSeconds
     }
 }

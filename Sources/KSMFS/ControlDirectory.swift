@@ -1,7 +1,8 @@
 // The /ksm control directory: the kernel's 24 files of /sys/kernel/mm/ksm with the same
 // names, modes, formats, parsing and errno (ControlParser), served with direct I/O so every
 // read shows the live value, plus the ksmfs additions, named so they cannot be mistaken for
-// kernel files: `cow_ksm` (copy-on-write breaks, as /proc/vmstat) and `merge_across_owners`.
+// kernel files: `cow_ksm` (copy-on-write breaks, as /proc/vmstat), `merge_across_owners` and
+// `drop_merged_page_cache` (the kernel's KSM never sees page cache).
 import FUSE
 import Glibc
 import KSM
@@ -45,14 +46,20 @@ final class ControlFile {
 /// Reads and writes of the control files against one engine (no FUSE types: tests drive it).
 public struct ControlPlane {
     public let engine: KSMEngine
+    /// Pages of merged files whose kernel page-cache copies were dropped (for metrics).
+    let pageCacheDropped: () -> Int
 
-    public init(engine: KSMEngine) { self.engine = engine }
+    public init(engine: KSMEngine, pageCacheDropped: @escaping () -> Int = { 0 }) {
+        self.engine = engine
+        self.pageCacheDropped = pageCacheDropped
+    }
 
     /// Files beyond the kernel's: (name, mode, isTunable).
     /// (`metrics` and `trace` are added beside these; they are not values.)
     public static let extraFiles: [(name: String, mode: UInt32, isTunable: Bool)] = [
         ("cow_ksm", 0o444, false),
         ("merge_across_owners", 0o644, true),
+        ("drop_merged_page_cache", 0o644, true),
     ]
 
     public static var allFiles: [(name: String, mode: UInt32, isTunable: Bool)] {
@@ -81,6 +88,7 @@ public struct ControlPlane {
         case "advisor_max_pages_to_scan": return u(t.advisorMaxPagesToScan)
         case "advisor_target_scan_time": return u(t.advisorTargetScanTime)
         case "merge_across_owners": return b(t.mergeAcrossOwners)
+        case "drop_merged_page_cache": return b(t.dropMergedPageCache)
         case "full_scans": return u(s.fullScans)
         case "pages_scanned": return u(s.pagesScanned)
         case "pages_shared": return u(s.pagesShared)
@@ -100,6 +108,16 @@ public struct ControlPlane {
     /// A write to tunable `name`: the bytes written, or the kernel's errno.
     public func write(_ name: String, _ bytes: UnsafeRawBufferPointer) -> Result<Int, Errno> {
         let reported = min(bytes.count, ControlParser.maxWriteSize)
+        if name == "drop_merged_page_cache" {
+            // A boolean, parsed as the kernel's booleans; it takes effect at the next batch.
+            if bytes.isEmpty { return .success(0) }
+            switch ControlParser.parse(file: "smart_scan", bytes: bytes) {
+            case .failure(let e): return .failure(Errno(e.errno))
+            case .success(let w):
+                if case .smartScan(let on)? = w { engine.updateTunables { $0.dropMergedPageCache = on } }
+                return .success(reported)
+            }
+        }
         if name == "merge_across_owners" {
             // A boolean, parsed as the kernel's booleans; like merge_across_nodes, changing it
             // while shared blocks exist is EBUSY (unmerge first: echo 2 > run).
@@ -185,7 +203,9 @@ extension MemoryFileSystem {
         let dir = newInode(mode: S_IFDIR | 0o755, uid: 0, gid: 0, kind: .directory(Directory(parent: 1)), counted: false)!
         root.directory!.insert("ksm", dir)
         root.nlink += 1
-        let plane = ControlPlane(engine: engine)
+        let plane = ControlPlane(engine: engine, pageCacheDropped: { [unowned self] in
+            self.kernelCache?.pagesDropped.load(ordering: .relaxed) ?? 0
+        })
         for spec in ControlPlane.allFiles {
             let name = spec.name
             let cf = ControlFile(name: name, isTunable: spec.isTunable, read: { plane.read(name) },

@@ -44,7 +44,7 @@ extension MemoryFileSystem {
             do { try f.truncate(to: 0) } catch { return .failure(MemoryFileSystem.errno(error)) }
             inode.meta.withLock { inode.writebackFailedAt = .max }
             inode.touch(m: true, c: true)
-            if r.uid != 0 { inode.dropSuidSgid() }
+            if r.uid != 0 && inode.dropSuidSgid() { kernelCache?.invalidateAttributes([ino]) }
         }
         return .success(openReply(for: inode, flags: flags))
     }
@@ -98,7 +98,8 @@ extension MemoryFileSystem {
                 inode.touch(m: true, c: true)
                 // Under KILLPRIV_V2 the kernel writes through (not as writepage) when a caller
                 // without CAP_FSETID writes to a suid/sgid file: drop the bits as tmpfs does.
-                if !writepage && r.uid != 0 { inode.dropSuidSgid() }
+                // The kernel keeps the attributes it has (long timeouts): tell it the mode changed.
+                if !writepage && r.uid != 0 && inode.dropSuidSgid() { kernelCache?.invalidateAttributes([ino]) }
                 return .success(n)
             } catch {
                 if writepage && (error == .noSpace || error == .noMemory) {
@@ -172,7 +173,9 @@ extension MemoryFileSystem {
     }
 
     public func fsync(_ r: Request, ino: UInt64, dataOnly: Bool, handle: UInt64) -> Errno? { nil }
-    public func flush(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? { nil }
+    /// Nothing to do at close (the kernel has written dirty pages back before FLUSH, and
+    /// reports their errors itself): ENOSYS makes the kernel stop sending FLUSH at all.
+    public func flush(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? { .nosys }
     public func release(_ r: Request, ino: UInt64, handle: UInt64, flags: Int32) -> Errno? {
         let inode = inode(ino)
         if FileHandle(raw: handle).isRegular { releaseRegular(inode, handle: handle); return nil }

@@ -34,6 +34,10 @@ final class Inode: @unchecked Sendable {
     var lookups: UInt64 = 0
     /// Open handles that write through the kernel's page cache (guarded by `meta`).
     var cachedWriters = 0
+    /// Open handles of a regular file, and whether pages merged while it was open, so that
+    /// their page-cache copies are dropped at the last close (guarded by `meta`).
+    var openHandles = 0
+    var mergedWhileOpen = false
     /// The lowest offset whose writeback was refused (guarded by `meta`): later writeback may
     /// not grow the file past it, so a failure never leaves a hole that reads as zeros.
     var writebackFailedAt = Int64.max
@@ -89,14 +93,18 @@ final class Inode: @unchecked Sendable {
     /// unprivileged caller, a chown or a truncate must.
     /// `anyType`: also for FIFOs, sockets and device nodes (a chown clears them on every
     /// non-directory, as tmpfs does).
-    func dropSuidSgid(anyType: Bool = false) {
+    /// Returns whether the mode changed.
+    @discardableResult
+    func dropSuidSgid(anyType: Bool = false) -> Bool {
         meta.withLock {
             let type = mode & S_IFMT
-            guard type == S_IFREG || (anyType && type != S_IFDIR) else { return }
+            guard type == S_IFREG || (anyType && type != S_IFDIR) else { return false }
             var m = mode & ~S_ISUID
             if m & S_IXGRP != 0 { m &= ~S_ISGID }
-            if m != mode { mode = m; ctime = Clock.now() }
             xattrs.removeValue(forKey: "security.capability")
+            guard m != mode else { return false }
+            mode = m; ctime = Clock.now()
+            return true
         }
     }
 

@@ -50,7 +50,14 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     let root: Inode
     var controlDirectory: Inode!
     /// Where cache invalidations go (the session's notifier thread); set before serving.
-    public var kernelCache: KernelCache?
+    public var kernelCache: KernelCache? { didSet { connectPageCacheDrop() } }
+    /// How long the kernel may keep names, missing names and attributes without asking.
+    /// ksmfs is the only writer of its namespace: every change but the few it makes on its
+    /// own comes through the kernel, which updates or drops its copy, and for those few
+    /// (atime of a listed directory or a read symlink, set-id bits a write clears) ksmfs
+    /// tells it (`kernelCache`).
+    public static let cacheSeconds: Double = 86_400
+    public var negativeEntryTimeout: Double { MemoryFileSystem.cacheSeconds }
     /// Whether writes are admitted one by one (see Capacity.swift), and below how many
     /// available blocks that starts (0: never; set before serving).
     let nearlyFull = Atomic<Bool>(false)
@@ -124,7 +131,7 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
         let st = inode.attributes()
         let timeout: Double
         if case .control = inode.kind { timeout = 0 } else { timeout = attributeTimeout(for: st) }
-        return Entry(attributes: st, attributeTimeout: timeout, entryTimeout: 1)
+        return Entry(attributes: st, attributeTimeout: timeout, entryTimeout: MemoryFileSystem.cacheSeconds)
     }
 
     public func forget(ino: UInt64, lookups: UInt64) {

@@ -2,6 +2,7 @@
 // progress, scanner CPU, daemon RSS, arena use, logical size), in the Prometheus text
 // exposition format, for a node-exporter textfile collector or a scraper. `ksmfs status`
 // reads this one file.
+import FUSE
 import Glibc
 import KSM
 
@@ -51,6 +52,7 @@ extension ControlPlane {
             ("sleep_millisecs", "Sleep between batches."), ("max_page_sharing", "Most pages per shared block."),
             ("use_zero_pages", "Zero pages map to the zero block."), ("smart_scan", "Smart scan on."),
             ("merge_across_owners", "Files of different owners may merge."),
+            ("drop_merged_page_cache", "Merged pages of files nobody has open leave the kernel's page cache."),
             ("stable_node_chains_prune_millisecs", "Chain prune interval."),
             ("advisor_max_cpu", "Advisor CPU cap, percent."), ("advisor_target_scan_time", "Advisor target pass time, seconds."),
             ("advisor_min_pages_to_scan", "Advisor floor."), ("advisor_max_pages_to_scan", "Advisor ceiling."),
@@ -74,10 +76,36 @@ extension ControlPlane {
                String(Int64(engine.arena.used) * Int64(BlockArena.pageSize)))
         metric("capacity_bytes", "gauge", "Capacity (size=).", String(Int64(engine.arena.capacity) * Int64(BlockArena.pageSize)))
         metric("daemon_resident_bytes", "gauge", "Memory of the ksmfs daemon: its own resident memory plus the arena's pages.", String(ControlPlane.residentBytes(arena: engine.arena)))
+        metric("page_cache_pages_dropped_total", "counter", "Pages of merged files dropped from the kernel's page cache.", String(pageCacheDropped()))
+        requestMetrics(RequestStats.now(), mountpointLabel: "mountpoint=\"\(mountpoint.replacingBackslashesAndQuotes())\"", into: &out)
         let advice = engine.lastAdvice
         metric("advisor_last_pages_to_scan", "gauge", "The advisor's last pages_to_scan.", String(advice.pagesToScan))
         metric("advisor_last_cpu_percent", "gauge", "Scanner CPU percent the advisor last saw.", String(advice.cpuPercent))
         return Array(out.utf8)
+    }
+}
+
+extension ControlPlane {
+    /// Requests per operation (a counter) and their latency (a histogram), labelled by `op`.
+    func requestMetrics(_ stats: RequestStats, mountpointLabel: String, into out: inout String) {
+        out += "# HELP ksmfs_fuse_requests_total Requests from the kernel, by operation.\n"
+        out += "# TYPE ksmfs_fuse_requests_total counter\n"
+        for op in stats.operations {
+            out += "ksmfs_fuse_requests_total{\(mountpointLabel),op=\"\(op.name)\"} \(op.count)\n"
+        }
+        out += "# HELP ksmfs_fuse_request_seconds Time from reading a request to writing its reply, by operation.\n"
+        out += "# TYPE ksmfs_fuse_request_seconds histogram\n"
+        for op in stats.operations where op.answered > 0 {
+            let labels = "\(mountpointLabel),op=\"\(op.name)\""
+            var cumulative: UInt64 = 0
+            for (b, bound) in RequestStats.bucketBounds.enumerated() {
+                cumulative += op.buckets[b]
+                out += "ksmfs_fuse_request_seconds_bucket{\(labels),le=\"\(bound)\"} \(cumulative)\n"
+            }
+            out += "ksmfs_fuse_request_seconds_bucket{\(labels),le=\"+Inf\"} \(op.answered)\n"
+            out += "ksmfs_fuse_request_seconds_sum{\(labels)} \(op.seconds)\n"
+            out += "ksmfs_fuse_request_seconds_count{\(labels)} \(op.answered)\n"
+        }
     }
 }
 

@@ -256,7 +256,11 @@ extension MemoryFileSystem {
 
     public func readlink(_ r: Request, ino: UInt64) -> Result<Name, Errno> {
         get(ino).flatMap { inode in
-            if case .symlink(let t) = inode.kind { inode.touch(a: true); return .success(t) }
+            if case .symlink(let t) = inode.kind {
+                inode.touch(a: true)
+                kernelCache?.invalidateAttributes([ino])  // the kernel keeps attributes long
+                return .success(t)
+            }
             return .failure(.inval)
         }
     }
@@ -340,6 +344,7 @@ extension MemoryFileSystem {
                     return buffer.add(name: name, ino: inode.ino, mode: mode, nextOffset: seq + 3)
                 }
                 dirInode.touch(a: true)
+                kernelCache?.invalidateAttributes([dirInode.ino])  // the kernel keeps attributes long
                 return nil
             }
         }

@@ -77,6 +77,27 @@ struct AnonHolder {
     }
 }
 
+/// Starts this executable with `arguments`, its stdin and stdout on pipes: the pid, the pipe
+/// to its stdin and a reader of its stdout.
+func spawnHelper(_ arguments: [String]) -> (pid_t, Int32, LineReader) {
+    let exe = selfExecutable()
+    var input: [Int32] = [0, 0], output: [Int32] = [0, 0]
+    guard pipe(&input) == 0, pipe(&output) == 0 else { fail("pipe failed") }
+    for fd in input + output { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }  // dup2 clears it on 0 and 1
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, input[0], 0)
+    posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+    var cargs: [UnsafeMutablePointer<CChar>?] = ([exe] + arguments).map { strdup($0) } + [nil]
+    defer { for p in cargs { free(p) } }
+    var child: pid_t = 0
+    let rc = posix_spawn(&child, exe, &actions, nil, &cargs, environ)
+    Glibc.close(input[0]); Glibc.close(output[1])
+    if rc != 0 { fail("posix_spawn \(exe): \(String(cString: strerror(rc)))") }
+    return (child, input[1], LineReader(fd: output[0]))
+}
+
 /// The parent's handle on a running helper.
 final class AnonHolderProcess {
     let pid: pid_t
@@ -84,26 +105,10 @@ final class AnonHolderProcess {
     private var fromChild: LineReader
 
     init(pattern: ComparePattern, pages: Int) {
-        let exe = selfExecutable()
-        var input: [Int32] = [0, 0], output: [Int32] = [0, 0]
-        guard pipe(&input) == 0, pipe(&output) == 0 else { fail("pipe failed") }
-        for fd in input + output { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }  // dup2 clears it on 0 and 1
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, input[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
-        let args = [exe, "anon-hold", "--pattern", pattern.rawValue, "--pages", "\(pages)"]
-        var cargs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-        defer { for p in cargs { free(p) } }
-        var child: pid_t = 0
-        let rc = posix_spawn(&child, exe, &actions, nil, &cargs, environ)
-        Glibc.close(input[0]); Glibc.close(output[1])
-        if rc != 0 { fail("posix_spawn \(exe): \(String(cString: strerror(rc)))") }
+        let child: pid_t
+        (child, toChild, fromChild) = spawnHelper(["anon-hold", "--pattern", pattern.rawValue, "--pages", "\(pages)"])
         pid = child
         kernelGuardHelperPid = child
-        toChild = input[1]
-        fromChild = LineReader(fd: output[0])
         guard let ready = fromChild.next(), ready.hasPrefix("ready ") else {
             stop()
             fail("anon-hold did not start (pattern \(pattern.rawValue), \(pages) pages)")

@@ -16,6 +16,8 @@ enum ComparePattern: String, CaseIterable {
     /// Four copies of one generated "OS image" (zero runs, repeated blocks, text and binary
     /// pages with common headers); each copy changes 2% of its pages by a few bytes.
     case image
+    /// Every page distinct (one copy of a file of random bytes; `memory` holds it N times).
+    case unique
 
     static let imageCopies = 4
 
@@ -59,6 +61,8 @@ enum ComparePattern: String, CaseIterable {
             if i % 4 != 3 { memset(dst, 0, 4096); return }
             let k = i / 4
             EngineBench.fill(dst, tag: k % 2 == 0 ? 3_000_000 + UInt64(k) : 4_000_000 + UInt64((k / 2) % 64))
+        case .unique:
+            EngineBench.fill(dst, tag: 8_000_000 + UInt64(i))
         case .image:
             let m = max(1, pages / ComparePattern.imageCopies)
             let c = i / m, j = i % m
@@ -109,6 +113,7 @@ enum ComparePattern: String, CaseIterable {
     func merges(_ i: Int, of pages: Int) -> Bool {
         switch self {
         case .dup16: return true
+        case .unique: return false
         case .half: return i % 2 == 1
         case .zeroHeavy: return i % 4 != 3 || (i / 4) % 2 == 1
         case .image:

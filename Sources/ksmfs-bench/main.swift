@@ -4,6 +4,7 @@
 //   engine   the KSM engine alone: pages per scanner CPU-second per phase, vs the kernel's figures
 //   latency  FUSE write latency to unshared pages, scanner idle vs running (needs root)
 //   compare  the kernel's KSM vs ksmfs on the same content: convergence, CPU, counters, memory (needs root)
+//   memory   what N copies of a file cost the machine: tmpfs, the kernel's KSM, ksmfs (needs root)
 import ArgumentParser
 import CReferenceFS
 
@@ -11,7 +12,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ksmfs-bench",
         abstract: "Benchmarks for ksmfs, printed as ratios measured in one run.",
-        subcommands: [IO.self, Engine.self, Latency.self, Compare.self, AnonHold.self, ReferenceFS.self])
+        subcommands: [IO.self, Engine.self, Latency.self, Compare.self, Memory.self, AnonHold.self, PageUserCommand.self, ReferenceFS.self])
 
     struct IO: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -85,8 +85,13 @@ enum Metrics {
         while getline(&line, &cap, f) > 0 {
             let s = String(cString: line!)
             guard s.hasPrefix("ksmfs_"), let brace = s.firstIndex(of: "{"), let space = s.lastIndex(of: " ") else { continue }
-            let name = String(s[s.index(s.startIndex, offsetBy: 6)..<brace])
+            var name = String(s[s.index(s.startIndex, offsetBy: 6)..<brace])
             let value = s[s.index(after: space)...].filter { !$0.isWhitespace }
+            // Series per FUSE operation: `name.op` (the histogram's buckets are left out).
+            if let op = s.firstRange(of: ",op=\"") {
+                if name.hasSuffix("_bucket") { continue }
+                name += "." + s[op.upperBound...].prefix { $0 != "\"" }
+            }
             out[name] = Double(value)
         }
         free(line)
@@ -123,7 +128,29 @@ enum Metrics {
             "dedup_ratio": physical > 0 ? logical / physical : 1,
             "saved_bytes": max(0, logical - physical),
             "pass_progress": total > 0 ? min(1, done / total) : 0,
+            "fuse_requests_per_second": requestRates(a, b, dt).reduce(0) { $0 + $1.rate },
         ]
+    }
+
+    /// Requests per second by FUSE operation over the interval, busiest first.
+    static func requestRates(_ a: [String: Double], _ b: [String: Double], _ dt: Double) -> [(op: String, rate: Double)] {
+        let prefix = "fuse_requests_total."
+        return a.keys.filter { $0.hasPrefix(prefix) }
+            .map { (String($0.dropFirst(prefix.count)), rate(a, b, $0, dt)) }
+            .filter { $0.1 > 0 }
+            .sorted { $0.1 > $1.1 }
+    }
+
+    /// The requests line: the rate, the busiest operations and their mean time.
+    static func requestLine(_ a: [String: Double], _ b: [String: Double], _ dt: Double) -> String {
+        let rates = requestRates(a, b, dt)
+        let busiest = rates.prefix(5).map { r -> String in
+            let n = (a["fuse_request_seconds_count.\(r.op)"] ?? 0) - (b["fuse_request_seconds_count.\(r.op)"] ?? 0)
+            let t = (a["fuse_request_seconds_sum.\(r.op)"] ?? 0) - (b["fuse_request_seconds_sum.\(r.op)"] ?? 0)
+            return "\(r.op) \(f(r.rate, 0))/s" + (n > 0 ? " (\(f(t / n * 1e6, 0)) µs)" : "")
+        }
+        let total = a.filter { $0.key.hasPrefix("fuse_requests_total.") }.values.reduce(0, +)
+        return "\(f(rates.reduce(0) { $0 + $1.rate }, 0))/s  " + (busiest.isEmpty ? "idle" : busiest.joined(separator: "  ")) + "  total \(Int64(total))"
     }
 
     static func screen(_ mnt: String, _ a: [String: Double], _ b: [String: Double], _ dt: Double) -> String {
@@ -143,6 +170,7 @@ enum Metrics {
           pass      #\(int(a, "full_scans") ) [\(bar)] \(f((d["pass_progress"] ?? 0) * 100, 0))%  \(int(a, "pass_pages_done"))/\(int(a, "pass_pages_total")) pages  last pass \(f(a["last_pass_seconds"] ?? 0, 2)) s
           memory    \(bytes(a["logical_bytes"] ?? 0)) of data in \(bytes(a["physical_bytes"] ?? 0)) (dedup \(f(d["dedup_ratio"]!, 2))x)  saved \(bytes(d["saved_bytes"]!))  general_profit \(bytes(a["general_profit"] ?? 0))
                     daemon memory \(bytes(a["daemon_resident_bytes"] ?? 0))  capacity \(bytes(a["capacity_bytes"] ?? 0))
+          requests  \(requestLine(a, b, dt))
           advisor   \(advisor)
         """
     }

@@ -26,6 +26,7 @@ TUNABLE_DEFAULTS = {
     "advisor_min_pages_to_scan": "500\n",
     "advisor_mode": "[none] scan-time\n",
     "advisor_target_scan_time": "200\n",
+    "drop_merged_page_cache": "1\n",
     "max_page_sharing": "256\n",
     "merge_across_nodes": "1\n",
     "merge_across_owners": "0\n",
@@ -39,7 +40,8 @@ TUNABLE_DEFAULTS = {
 COUNTERS = ["cow_ksm", "full_scans", "general_profit", "ksm_zero_pages", "pages_scanned",
             "pages_shared", "pages_sharing", "pages_skipped", "pages_unshared", "pages_volatile",
             "stable_node_chains", "stable_node_dups"]
-KERNEL_FILES = sorted((set(TUNABLE_DEFAULTS) | set(COUNTERS)) - {"cow_ksm", "merge_across_owners"})
+KSMFS_ADDITIONS = {"cow_ksm", "merge_across_owners", "drop_merged_page_cache"}
+KERNEL_FILES = sorted((set(TUNABLE_DEFAULTS) | set(COUNTERS)) - KSMFS_ADDITIONS)
 ALL_FILES = sorted(set(TUNABLE_DEFAULTS) | set(COUNTERS))
 
 
@@ -112,7 +114,7 @@ def _extras(k):
     return sorted(set(os.listdir(os.path.join(k.path, "ksm"))) - set(ALL_FILES))
 
 
-def test_ksm_holds_the_kernels_24_files_plus_cow_ksm_and_merge_across_owners(k):
+def test_ksm_holds_the_kernels_24_files_plus_the_three_ksmfs_additions(k):
     names = set(os.listdir(os.path.join(k.path, "ksm")))
     assert len(KERNEL_FILES) == 24
     assert sorted(set(ALL_FILES) - names) == [], "missing from <mnt>/ksm"
@@ -250,12 +252,12 @@ CASES = (
         (b"4294967296", EINVAL), (b"4294967298", EINVAL), (b"1 ", EINVAL),
         (b"2x", EINVAL), (b"x", EINVAL), (b"\n", EINVAL), (b"0x1", EINVAL),
         (OVER64.encode(), EINVAL)]]
-    + [("merge_across_owners", d, v) for d, v in
+    + [(name, d, v) for name in ("merge_across_owners", "drop_merged_page_cache") for d, v in
        [(b"1", 1), (b"0", 0), (b"1\n", 1), (b"2", EINVAL), (b"x", EINVAL),
         (b"-1", EINVAL), (b"\n", EINVAL)]]
 )
 
-BOOLEANS = ("use_zero_pages", "smart_scan", "merge_across_owners")
+BOOLEANS = ("use_zero_pages", "smart_scan", "merge_across_owners", "drop_merged_page_cache")
 
 
 def _baseline(name, want):

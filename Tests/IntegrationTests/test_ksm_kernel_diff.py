@@ -264,13 +264,14 @@ def test_write_mechanics_and_advisor_coupling_match_the_kernel(both):
                                                         for what, g, w in diffs)
 
 
-def test_names_and_modes_match_the_kernel_and_ksmfs_adds_cow_ksm_and_merge_across_owners(both):
+def test_names_and_modes_match_the_kernel_and_ksmfs_adds_three_files(both):
     k, f = both
     kn = {n: os.stat(os.path.join(k.path, n)).st_mode & 0o7777 for n in os.listdir(k.path)}
     fn = {n: os.stat(os.path.join(f.path, n)).st_mode & 0o7777 for n in os.listdir(f.path)}
-    assert {"cow_ksm", "merge_across_owners"} <= set(fn) - set(kn)
+    added = {"cow_ksm", "merge_across_owners", "drop_merged_page_cache"}
+    assert added <= set(fn) - set(kn)
     assert {n: fn.get(n) for n in kn} == kn
-    others = set(fn) - set(kn) - {"cow_ksm", "merge_across_owners"}
+    others = set(fn) - set(kn) - added
     assert {n: fn[n] for n in others} == dict.fromkeys(others, 0o444), \
         "names ksmfs adds beyond these must be read-only"
     assert os.stat(f.path).st_mode & 0o7777 == os.stat(k.path).st_mode & 0o7777

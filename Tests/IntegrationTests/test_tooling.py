@@ -115,9 +115,12 @@ def test_status_json_parses_and_matches_the_counter_files(mounted):
         assert s["tunable_run"] == 0 and s["tunable_pages_to_scan"] == 5000
         # every metric of ksm/metrics is a key (without the ksmfs_ prefix), plus derived keys
         _, samples, _ = parse_exposition(_read_metrics(m))
-        metric_keys = {name[len("ksmfs_"):] for name, _ in samples}
+        # (series by FUSE operation are `name.op`; the histogram's buckets are left out)
+        metric_keys = {name[len("ksmfs_"):] + ("." + dict(labels)["op"] if "op" in dict(labels) else "")
+                       for name, labels in samples if not name.endswith("_bucket")}
         derived = {"scanned_per_second", "merged_per_second", "cow_per_second",
-                   "scanner_cpu_percent", "dedup_ratio", "saved_bytes", "pass_progress"}
+                   "scanner_cpu_percent", "dedup_ratio", "saved_bytes", "pass_progress",
+                   "fuse_requests_per_second"}
         missing = (metric_keys | derived) - set(s)
         assert not missing, f"--json lacks {sorted(missing)}"
         for k in metric_keys | derived:
@@ -170,7 +173,7 @@ _LABEL = r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"'
 _LABEL_NC = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
 _FLOAT = r"[+-]?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|Inf|NaN)"
 _HELP_RE = re.compile(rf"# HELP ({_NAME}) ((?:[^\\\n]|\\[\\n])*)")
-_TYPE_RE = re.compile(rf"# TYPE ({_NAME}) (counter|gauge)")
+_TYPE_RE = re.compile(rf"# TYPE ({_NAME}) (counter|gauge|histogram)")
 _SAMPLE_RE = re.compile(rf"(?P<name>{_NAME})(?:\{{(?P<labels>{_LABEL_NC}(?:,{_LABEL_NC})*,?)?\}})? "
                         rf"(?P<value>{_FLOAT})(?: -?\d+)?")
 
@@ -181,8 +184,9 @@ def _unescape(v):
 
 def parse_exposition(text):
     """Strict parser for the Prometheus text format as ksmfs writes it: every line is
-    `# HELP name text`, `# TYPE name counter|gauge` or `name{labels} value`; a metric's HELP
-    and TYPE come once each, before its samples; a metric's samples are contiguous.
+    `# HELP name text`, `# TYPE name counter|gauge|histogram` or `name{labels} value`; a
+    metric's HELP and TYPE come once each, before its samples; a metric's samples are
+    contiguous; a histogram's samples are name_bucket (with `le`), name_sum and name_count.
     Returns (types {name: type}, samples {(name, ((label, value), ...)): float}, helps)."""
     assert text.endswith("\n"), "the exposition must end with a newline"
     types, helps, samples = {}, {}, {}
@@ -201,12 +205,18 @@ def parse_exposition(text):
         ms = _SAMPLE_RE.fullmatch(line)
         assert ms, f"{where}: not `name{{labels}} value`"
         name = ms["name"]
-        assert name in helps and name in types, f"{where}: sample before its HELP and TYPE"
-        if name != current:
-            assert name not in finished, f"{where}: samples of {name} are not contiguous"
+        family = name
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and types.get(name[:-len(suffix)]) == "histogram":
+                family = name[:-len(suffix)]
+        assert family in helps and family in types, f"{where}: sample before its HELP and TYPE"
+        assert types[family] != "histogram" or family != name, f"{where}: a histogram's sample needs a suffix"
+        assert name.endswith("_bucket") == ("le=" in (ms["labels"] or "")), f"{where}: le belongs to buckets"
+        if family != current:
+            assert family not in finished, f"{where}: samples of {family} are not contiguous"
             if current:
                 finished.add(current)
-            current = name
+            current = family
         labels = tuple((k, _unescape(v)) for k, v in re.findall(_LABEL, ms["labels"] or ""))
         assert len({k for k, _ in labels}) == len(labels), f"{where}: repeated label"
         key = (name, labels)
@@ -243,7 +253,7 @@ KERNEL_COUNTERS = ["full_scans", "pages_scanned", "pages_skipped", "pages_shared
                    "pages_unshared", "pages_volatile", "ksm_zero_pages", "stable_node_chains",
                    "stable_node_dups", "general_profit", "cow_ksm"]
 TUNABLES = ["run", "pages_to_scan", "sleep_millisecs", "max_page_sharing", "use_zero_pages",
-            "smart_scan", "merge_across_owners", "stable_node_chains_prune_millisecs",
+            "smart_scan", "merge_across_owners", "drop_merged_page_cache", "stable_node_chains_prune_millisecs",
             "advisor_max_cpu", "advisor_target_scan_time", "advisor_min_pages_to_scan",
             "advisor_max_pages_to_scan"]
 
@@ -263,6 +273,8 @@ def test_metrics_is_prometheus_text_and_equals_the_counter_files(mounted, tmp_pa
         types, samples, helps = parse_exposition(text)
         values = {}
         for (name, labels), v in samples.items():
+            if name.startswith("ksmfs_fuse_request"):
+                continue  # by operation, checked in the request-metrics test
             assert labels == (("mountpoint", m.path),), f"{name}: labels {labels}"
             values[name] = v
         assert all(h.strip() for h in helps.values())
@@ -287,9 +299,52 @@ def test_metrics_is_prometheus_text_and_equals_the_counter_files(mounted, tmp_pa
         assert all(not math.isnan(v) for v in values.values())
         # read again: with the scanner stopped only the daemon's RSS may move
         again = parse_exposition(_read_metrics(m))[1]
-        moving = {k for k in samples if k[0] == "ksmfs_daemon_resident_bytes"}
+        moving = {k for k in samples | again if k[0] == "ksmfs_daemon_resident_bytes" or k[0].startswith("ksmfs_fuse_request")}
         assert {k: v for k, v in again.items() if k not in moving} == \
                {k: v for k, v in samples.items() if k not in moving}
+
+
+def _requests(m):
+    types, samples, _ = parse_exposition(_read_metrics(m))
+    assert types["ksmfs_fuse_requests_total"] == "counter"
+    assert types["ksmfs_fuse_request_seconds"] == "histogram"
+    by = {}
+    for (name, labels), v in samples.items():
+        if name.startswith("ksmfs_fuse_request"):
+            d = dict(labels)
+            assert d["mountpoint"] == m.path and set(d) <= {"mountpoint", "op", "le"}, labels
+            by[(name, d["op"], d.get("le"))] = v
+    return by
+
+
+def test_metrics_count_every_fuse_request_by_operation_with_a_latency_histogram(mounted):
+    with mounted("size=64m") as m:
+        before = _requests(m)
+        for i in range(3):
+            os.mkdir(os.path.join(m.path, f"d{i}"))
+        write_file(os.path.join(m.path, "f"), b"x" * 100)
+        for _ in range(5):
+            os.close(os.open(os.path.join(m.path, "f"), os.O_RDONLY))
+        after = _requests(m)
+        count = lambda by, op: by.get(("ksmfs_fuse_requests_total", op, None), 0)
+        assert count(after, "mkdir") - count(before, "mkdir") == 3
+        assert count(after, "create") - count(before, "create") == 1
+        assert count(after, "open") - count(before, "open") >= 5
+        assert count(after, "flush") <= 1, "FLUSH is answered ENOSYS once, then never sent"
+        for op in {k[1] for k in after if k[0] == "ksmfs_fuse_request_seconds_count"}:
+            buckets = sorted(((float(le), v) for (n, o, le), v in after.items()
+                              if n == "ksmfs_fuse_request_seconds_bucket" and o == op), key=lambda x: x[0])
+            assert buckets and buckets[-1][0] == math.inf, op
+            assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), f"{op}: buckets not cumulative"
+            n = after[("ksmfs_fuse_request_seconds_count", op, None)]
+            assert buckets[-1][1] == n <= count(after, op), op
+            assert 0 < after[("ksmfs_fuse_request_seconds_sum", op, None)] < 60 * n, op
+        r = status([m.path, "--interval", "0.2"])
+        assert r.returncode == 0, r.stderr
+        line = [x for x in r.stdout.splitlines() if x.strip().startswith("requests")]
+        assert line and re.search(r"requests +\d+/s .*total \d+", line[0]), r.stdout
+        js = json.loads(status([m.path, "--json", "--interval", "0.2"]).stdout)[0]
+        assert js["fuse_requests_total.mkdir"] == 3 and "fuse_requests_per_second" in js
 
 
 def test_metrics_label_escapes_quote_and_backslash_in_the_mountpoint(base_dir):
@@ -303,7 +358,7 @@ def test_metrics_label_escapes_quote_and_backslash_in_the_mountpoint(base_dir):
         with open(os.path.join(weird, "ksm", "metrics")) as f:
             text = f.read()
         _, samples, _ = parse_exposition(text)
-        assert {labels for _, labels in samples} == {(("mountpoint", weird),)}
+        assert {labels[0] for _, labels in samples} == {("mountpoint", weird)}
         r = status([weird, "--json", "--interval", "0.1"])
         assert r.returncode == 0 and json.loads(r.stdout)[0]["mountpoint"] == weird, r
     finally:
@@ -633,5 +688,35 @@ def test_bench_io_runs_ksmfs_the_reference_filesystem_and_tmpfs_side_by_side():
         for cell in cells:
             low, mid, high = (float(x) for x in cell.split(" / "))
             assert 0 < low <= mid <= high, row
+    with open("/proc/mounts") as f:
+        assert "ksmfs-bench-" not in f.read()
+
+
+def test_bench_memory_reports_what_copies_cost_the_machine_on_tmpfs_and_ksmfs(tmp_path):
+    # `ksmfs-bench memory` writes N copies with write() on tmpfs and ksmfs, merges them, and
+    # reports machine-level growth per scenario. The page-cache counters are exact, so the
+    # figures that must hold are checked on them: tmpfs holds N copies in Shmem; merged ksmfs
+    # files nobody uses cost one copy (the arena) and no page cache; N processes mapping their
+    # copies map N copies on both.
+    bench = os.path.join(REPO_ROOT, ".build", "release", "ksmfs-bench")
+    out = tmp_path / "memory.json"
+    r = subprocess.run([bench, "memory", "--mib", "16", "--copies", "4", "--repetitions", "1",
+                        "--systems", "tmpfs,ksmfs", "--settle", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for scenario in ("(a) written, merged, unused", "(b) N processes read() their copy",
+                     "(c) N processes mmap their copy", "(d) as (c), chattr +i"):
+        for system in ("tmpfs", "ksmfs"):
+            assert re.search(rf"^\| {re.escape(scenario)} +\| {system} +\|", r.stdout, re.M), (scenario, system, r.stdout)
+    samples = {(s["system"], s["scenario"]): s for s in json.loads(out.read_text())["samples"]}
+    unique = 16 * 1024
+    ratio = lambda system, scenario, key: samples[(system, scenario)][key] / unique
+    assert 3.8 <= ratio("tmpfs", "a", "shmem_kib") <= 4.3
+    assert ratio("ksmfs", "a", "cached_kib") <= 1.5, samples[("ksmfs", "a")]
+    assert 0.9 <= ratio("ksmfs", "a", "shmem_kib") <= 1.2, samples[("ksmfs", "a")]
+    assert 3.8 <= ratio("tmpfs", "c", "mapped_kib") <= 4.3, samples[("tmpfs", "c")]
+    # ksmfs: the copies, plus what the daemon has mapped of its arena (at most 32 MiB).
+    assert 3.8 <= ratio("ksmfs", "c", "mapped_kib") <= 4.3 + 2, samples[("ksmfs", "c")]
+    assert "MemTotal-MemFree growth, median" in r.stdout
     with open("/proc/mounts") as f:
         assert "ksmfs-bench-" not in f.read()

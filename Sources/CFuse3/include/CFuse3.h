@@ -26,6 +26,13 @@ int cfuse_session_loop_mt(struct fuse_session *se, unsigned max_threads, int clo
  * Call after fuse_session_mount. Returns 0 on success. */
 int cfuse_enable_killpriv_v2(struct fuse_session *se);
 
+/* Requests seen since the session started, by opcode (index 0: opcodes unknown here): counts,
+ * total nanoseconds from request to reply, and replies per latency bucket (bucket b: under
+ * 2^b microseconds; the last one open-ended), buckets[op * CFUSE_BUCKETS + b]. */
+#define CFUSE_OPCODES 64
+#define CFUSE_BUCKETS 16
+void cfuse_request_stats(uint64_t *counts, uint64_t *sum_ns, uint64_t *buckets);
+
 /* FUSE_NOTIFY_INVAL_INODE (off < 0: attributes only). Never from a request handler. */
 int cfuse_notify_inval_inode(struct fuse_session *se, uint64_t ino, int64_t off, int64_t len);
 
