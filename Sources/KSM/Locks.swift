@@ -30,23 +30,26 @@ public final class ReadWriteLock: @unchecked Sendable {
     }
 }
 
-/// A plain mutex (`pthread_mutex_t`) with a condition variable for waiting on it.
+/// A plain mutex (`pthread_mutex_t`), with a condition variable for waiting on it unless
+/// made with `waitable: false` (an inode's lock: one per file, so no condition variable).
 public final class Mutex: @unchecked Sendable {
     private let raw: UnsafeMutablePointer<pthread_mutex_t>
-    private let cond: UnsafeMutablePointer<pthread_cond_t>
+    private let cond: UnsafeMutablePointer<pthread_cond_t>?
 
-    public init() {
+    public init(waitable: Bool = true) {
         raw = .allocate(capacity: 1)
-        cond = .allocate(capacity: 1)
         pthread_mutex_init(raw, nil)
+        guard waitable else { cond = nil; return }
+        let c = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
         var attr = pthread_condattr_t()
         pthread_condattr_init(&attr)
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(cond, &attr)
+        pthread_cond_init(c, &attr)
         pthread_condattr_destroy(&attr)
+        cond = c
     }
     deinit {
-        pthread_cond_destroy(cond); cond.deallocate()
+        if let cond { pthread_cond_destroy(cond); cond.deallocate() }
         pthread_mutex_destroy(raw); raw.deallocate()
     }
 
@@ -59,6 +62,7 @@ public final class Mutex: @unchecked Sendable {
 
     /// Waits (lock held) until signalled or `nanoseconds` pass; nil waits without limit.
     public func wait(nanoseconds: UInt64?) {
+        guard let cond else { preconditionFailure("wait on a Mutex made with waitable: false") }
         guard let ns = nanoseconds else { pthread_cond_wait(cond, raw); return }
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
@@ -69,5 +73,8 @@ public final class Mutex: @unchecked Sendable {
         deadline.tv_nsec = Int(total % 1_000_000_000)
         pthread_cond_timedwait(cond, raw, &deadline)
     }
-    public func broadcast() { pthread_cond_broadcast(cond) }
+    public func broadcast() {
+        guard let cond else { preconditionFailure("broadcast on a Mutex made with waitable: false") }
+        pthread_cond_broadcast(cond)
+    }
 }

@@ -51,9 +51,12 @@ public final class MergeableFile: @unchecked Sendable {
     public var owner: UInt32 = 0
     /// The scanner's id for this file (0 until it enters the unstable tree; scanner only).
     var scanID: UInt32 = 0
-    /// Links of the engine's scan list (guarded by its registry lock).
+    /// Links of the engine's scan list (guarded by its registry lock). A listed file is held
+    /// by its predecessor's `listNext` (or the list head), and unlinking fixes both
+    /// neighbours, so `listPrev` need not be weak: a weak reference would give every file a
+    /// side-table allocation.
     var listNext: MergeableFile?
-    weak var listPrev: MergeableFile?
+    unowned(unsafe) var listPrev: MergeableFile?
     var listed = false
 
     public init(arena: BlockArena, stats: KSMStats, mergeable: Bool = true) {

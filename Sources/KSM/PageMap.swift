@@ -1,6 +1,9 @@
 // A file's pages: page index -> block id, two levels (chunks of 512 entries allocated on
 // first write) so a 64 GiB sparse file costs a few hundred KiB. Beside each chunk of block
 // ids sits, once the scanner visits it, a chunk of scan items (the kernel's rmap_items).
+// The first chunk starts small and grows with the file (2, 4, ... 512 entries), so a small
+// file costs bytes, not the 8 KiB of a full chunk pair. It grows only in `set` of a page past
+// its end, under the file's exclusive lock; no item pointer is held across such a `set`.
 // Not thread-safe: the owning `MergeableFile`'s lock guards it.
 
 /// What the scanner knows of one (file, page index): the kernel's rmap_item, 12 bytes.
@@ -69,6 +72,8 @@ public struct PageMap {
     private(set) var blocks: UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>?
     private(set) var items: UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>?
     private(set) var chunkCapacity = 0
+    /// Entries allocated in chunk 0's arrays (0 while it has none).
+    private(set) var firstChunkPages = 0
     /// Groups of chunks past the flat directory, sorted by index.
     private var groups: [Group] = []
     /// Non-hole pages (for st_blocks).
@@ -78,6 +83,7 @@ public struct PageMap {
 
     /// Frees the map itself (the caller releases the blocks first).
     mutating func deallocate() {
+        firstChunkPages = 0
         for c in 0..<chunkCapacity {
             blocks?[c]?.deallocate()
             items?[c]?.deallocate()
@@ -143,7 +149,7 @@ public struct PageMap {
     private mutating func slots(_ c: Int) -> (UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>, UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>) {
         if c < PageMap.groupChunks {
             if c >= chunkCapacity {
-                var n = max(4, chunkCapacity)
+                var n = max(1, chunkCapacity)
                 while n <= c { n *= 2 }
                 let nb = UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>.allocate(capacity: n)
                 let ni = UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>.allocate(capacity: n)
@@ -173,8 +179,12 @@ public struct PageMap {
         return (groups[i].blocks + (c & PageMap.groupMask), groups[i].items + (c & PageMap.groupMask))
     }
 
+    /// Entries the arrays of chunk `c` have.
+    @inline(__always) func pages(inChunk c: Int) -> Int { c == 0 ? firstChunkPages : PageMap.chunkPages }
+
     @inline(__always) public func block(_ page: Int) -> UInt32 {
         guard let chunk = chunkBlocks(page >> PageMap.chunkShift) else { return BlockArena.hole }
+        if page < PageMap.chunkPages && page >= firstChunkPages { return BlockArena.hole }
         return chunk[page & PageMap.chunkMask]
     }
 
@@ -185,8 +195,8 @@ public struct PageMap {
     @discardableResult
     public mutating func set(_ page: Int, _ id: UInt32) -> UInt32 {
         let c = page >> PageMap.chunkShift
-        if id == BlockArena.hole && !hasChunk(c) { return BlockArena.hole }
-        let slot = ensureChunk(c) + (page & PageMap.chunkMask)
+        if id == BlockArena.hole && (!hasChunk(c) || (c == 0 && page >= firstChunkPages)) { return BlockArena.hole }
+        let slot = ensureChunk(c, holding: page & PageMap.chunkMask) + (page & PageMap.chunkMask)
         let old = slot.pointee
         slot.pointee = id
         if old == BlockArena.hole && id != BlockArena.hole { dataPages += 1 }
@@ -194,24 +204,41 @@ public struct PageMap {
         return old
     }
 
+    /// The block array of chunk `c`, created or (chunk 0) grown so that it holds entry `i`.
     @discardableResult
-    private mutating func ensureChunk(_ c: Int) -> UnsafeMutablePointer<UInt32> {
-        if let chunk = chunkBlocks(c) { return chunk }
-        let (b, _) = slots(c)
-        let chunk = UnsafeMutablePointer<UInt32>.allocate(capacity: PageMap.chunkPages)
-        chunk.initialize(repeating: BlockArena.hole, count: PageMap.chunkPages)
+    private mutating func ensureChunk(_ c: Int, holding i: Int) -> UnsafeMutablePointer<UInt32> {
+        if let chunk = chunkBlocks(c), c != 0 || i < firstChunkPages { return chunk }
+        let (b, it) = slots(c)
+        var n = PageMap.chunkPages
+        if c == 0 {
+            n = max(2, firstChunkPages)
+            while n <= i { n *= 2 }
+        }
+        let have = c == 0 ? firstChunkPages : 0
+        let chunk = UnsafeMutablePointer<UInt32>.allocate(capacity: n)
+        if let old = b.pointee { chunk.moveInitialize(from: old, count: have); old.deallocate() }
+        (chunk + have).initialize(repeating: BlockArena.hole, count: n - have)
         b.pointee = chunk
+        if let oldItems = it.pointee {
+            let items = UnsafeMutablePointer<ScanItem>.allocate(capacity: n)
+            items.moveInitialize(from: oldItems, count: have)
+            (items + have).initialize(repeating: ScanItem(), count: n - have)
+            oldItems.deallocate()
+            it.pointee = items
+        }
+        if c == 0 { firstChunkPages = n }
         return chunk
     }
 
     /// The scan item of `page`, creating the chunk's item array on first use (scanner only).
     @inline(__always) mutating func item(_ page: Int) -> UnsafeMutablePointer<ScanItem> {
         let c = page >> PageMap.chunkShift
+        ensureChunk(c, holding: page & PageMap.chunkMask)  // (the page has data: nothing grows)
         if let chunk = chunkItems(c) { return chunk + (page & PageMap.chunkMask) }
-        ensureChunk(c)
         let (_, i) = slots(c)
-        let chunk = UnsafeMutablePointer<ScanItem>.allocate(capacity: PageMap.chunkPages)
-        chunk.initialize(repeating: ScanItem(), count: PageMap.chunkPages)
+        let n = pages(inChunk: c)
+        let chunk = UnsafeMutablePointer<ScanItem>.allocate(capacity: n)
+        chunk.initialize(repeating: ScanItem(), count: n)
         i.pointee = chunk
         return chunk + (page & PageMap.chunkMask)
     }
@@ -219,6 +246,7 @@ public struct PageMap {
     /// The scan item of `page` if one exists.
     @inline(__always) func existingItem(_ page: Int) -> UnsafeMutablePointer<ScanItem>? {
         guard let chunk = chunkItems(page >> PageMap.chunkShift) else { return nil }
+        if page < PageMap.chunkPages && page >= firstChunkPages { return nil }
         let p = chunk + (page & PageMap.chunkMask)
         return p.pointee.rawState == 0 ? nil : p
     }
@@ -254,10 +282,12 @@ public struct PageMap {
             if p >= limit { return nil }
             let chunk = chunkBlocks(c)!
             let end = min(limit, (c + 1) << PageMap.chunkShift)
-            while p < end {
+            let filled = min(end, (c << PageMap.chunkShift) + pages(inChunk: c))
+            while p < filled {
                 if chunk[p & PageMap.chunkMask] != BlockArena.hole { return p }
                 p += 1
             }
+            p = max(p, end)
         }
         return nil
     }
@@ -270,6 +300,7 @@ public struct PageMap {
             guard let chunk = chunkBlocks(c) else { return p }
             let end = min(limit, (c + 1) << PageMap.chunkShift)
             while p < end {
+                if p & PageMap.chunkMask >= pages(inChunk: c) { return p }
                 if chunk[p & PageMap.chunkMask] == BlockArena.hole { return p }
                 p += 1
             }
@@ -281,27 +312,29 @@ public struct PageMap {
     /// (and groups left empty).
     mutating func trim(fromPage firstPage: Int) {
         let firstChunk = (firstPage + PageMap.chunkMask) >> PageMap.chunkShift
-        func drop(_ b: UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>, _ it: UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>) {
-            guard let chunk = b.pointee else { return }
-            for i in 0..<PageMap.chunkPages where chunk[i] != BlockArena.hole { return }
+        func drop(_ b: UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>, _ it: UnsafeMutablePointer<UnsafeMutablePointer<ScanItem>?>,
+                  entries: Int = PageMap.chunkPages) -> Bool {
+            guard let chunk = b.pointee else { return false }
+            for i in 0..<entries where chunk[i] != BlockArena.hole { return false }
             if let items = it.pointee {
-                for i in 0..<PageMap.chunkPages where items[i].rawState != 0 { return }
+                for i in 0..<entries where items[i].rawState != 0 { return false }
                 items.deallocate()
                 it.pointee = nil
             }
             chunk.deallocate()
             b.pointee = nil
+            return true
         }
         var c = firstChunk
         while c < chunkCapacity {
-            drop(blocks! + c, items! + c)
+            if drop(blocks! + c, items! + c, entries: pages(inChunk: c)) && c == 0 { firstChunkPages = 0 }
             c += 1
         }
         var kept: [Group] = []
         for g in groups {
             let base = g.index << PageMap.groupShift
             if base + PageMap.groupMask >= firstChunk {
-                for k in max(0, firstChunk - base)..<PageMap.groupChunks { drop(g.blocks + k, g.items + k) }
+                for k in max(0, firstChunk - base)..<PageMap.groupChunks { _ = drop(g.blocks + k, g.items + k) }
             }
             if (0..<PageMap.groupChunks).allSatisfy({ g.blocks[$0] == nil && g.items[$0] == nil }) {
                 PageMap.free(g)

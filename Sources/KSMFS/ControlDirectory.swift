@@ -1,4 +1,5 @@
-// The /ksm control directory: the kernel's 24 files of /sys/kernel/mm/ksm with the same
+// The /ksm control directory (found by name, not listed by readdir of the root): the kernel's
+// 24 files of /sys/kernel/mm/ksm with the same
 // names, modes, formats, parsing and errno (ControlParser), served with direct I/O so every
 // read shows the live value, plus the ksmfs additions, named so they cannot be mistaken for
 // kernel files: `cow_ksm` (copy-on-write breaks, as /proc/vmstat), `merge_across_owners` and
@@ -201,8 +202,11 @@ extension MemoryFileSystem {
     func makeControlDirectory() -> Inode {
         let owner: uid_t = options.allowOther ? 0 : options.mountOwner
         let dir = newInode(mode: S_IFDIR | 0o755, uid: 0, gid: 0, kind: .directory(Directory(parent: 1)), counted: false)!
-        root.directory!.insert("ksm", dir)
-        root.nlink += 1
+        // Found by name, never listed: a tool that walks, copies, archives, checksums or
+        // empties the mount (grep -r, find, cp -a, tar, rsync, du, rm -rf MNT/*) does not
+        // see it, as ZFS hides .zfs. Not counted in the root's link count either, so that
+        // find's leaf optimisation and a fresh mount's nlink (2) are tmpfs's.
+        root.directory!.insert("ksm", dir, unlisted: true)
         let plane = ControlPlane(engine: engine, pageCacheDropped: { [unowned self] in
             self.kernelCache?.pagesDropped.load(ordering: .relaxed) ?? 0
         })

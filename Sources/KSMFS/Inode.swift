@@ -18,11 +18,16 @@ enum InodeKind {
 
 final class Inode: @unchecked Sendable {
     let ino: UInt64
-    let meta = Mutex()
+    let meta = Mutex(waitable: false)
     var mode: mode_t
     var uid: uid_t
     var gid: gid_t
     var nlink: UInt32
+    /// Open handles that write through the kernel's page cache, and all open handles of a
+    /// regular file (guarded by `meta`; 32 bits, packed beside the other 32-bit fields: an
+    /// inode is held per file, and a small file should cost about what it does on tmpfs).
+    var cachedWriters: Int32 = 0
+    var openHandles: Int32 = 0
     var rdev: dev_t = 0
     var atime: timespec
     var mtime: timespec
@@ -32,11 +37,8 @@ final class Inode: @unchecked Sendable {
     var kind: InodeKind
     /// Kernel lookup references (FUSE lookup count); guarded by the inode table's lock.
     var lookups: UInt64 = 0
-    /// Open handles that write through the kernel's page cache (guarded by `meta`).
-    var cachedWriters = 0
-    /// Open handles of a regular file, and whether pages merged while it was open, so that
-    /// their page-cache copies are dropped at the last close (guarded by `meta`).
-    var openHandles = 0
+    /// Whether pages merged while the file was open, so that their page-cache copies are
+    /// dropped at its last close (guarded by `meta`).
     var mergedWhileOpen = false
     /// The lowest offset whose writeback was refused (guarded by `meta`): later writeback may
     /// not grow the file past it, so a failure never leaves a hole that reads as zeros.
@@ -130,6 +132,8 @@ final class Directory {
         let seq: Int64
         let name: Name
         var inode: Inode?
+        /// Found by name but not listed (readdir skips it).
+        var unlisted = false
     }
     /// In ascending `seq` order; removed names stay as tombstones (inode nil) until compaction.
     private var slots: [Slot] = []
@@ -144,7 +148,7 @@ final class Directory {
 
     /// Entry count for getattr, which runs without the namespace lock (a Dictionary must not
     /// be read while another thread changes it).
-    private let sizeLock = Mutex()
+    private let sizeLock = Mutex(waitable: false)
     private var liveCount = 0
 
     var count: Int { index.count }
@@ -162,9 +166,10 @@ final class Directory {
         return slots[i].inode
     }
 
-    func insert(_ name: Name, _ inode: Inode) {
+    /// Adds `name`; an `unlisted` name is found by lookup but not shown by readdir.
+    func insert(_ name: Name, _ inode: Inode, unlisted: Bool = false) {
         index[name] = slots.count
-        slots.append(Slot(seq: nextSeq, name: name, inode: inode))
+        slots.append(Slot(seq: nextSeq, name: name, inode: inode, unlisted: unlisted))
         nextSeq += 1
         recount()
     }
@@ -199,7 +204,8 @@ final class Directory {
 
     /// Visits the live entries from readdir position `from` (the sequence number of the first
     /// entry wanted) on, in order; `body` returns false to stop.
-    func forEach(from: Int64 = 0, _ body: (_ seq: Int64, _ name: Name, _ inode: Inode) -> Bool) {
+    /// `listedOnly`: as readdir shows them (unlisted names left out).
+    func forEach(from: Int64 = 0, listedOnly: Bool = false, _ body: (_ seq: Int64, _ name: Name, _ inode: Inode) -> Bool) {
         var lo = 0, hi = slots.count
         while lo < hi {
             let mid = lo + (hi - lo) / 2
@@ -207,7 +213,7 @@ final class Directory {
         }
         while lo < slots.count {
             let s = slots[lo]
-            if let inode = s.inode, !body(s.seq, s.name, inode) { return }
+            if let inode = s.inode, !(listedOnly && s.unlisted), !body(s.seq, s.name, inode) { return }
             lo += 1
         }
     }

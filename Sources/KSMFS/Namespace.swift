@@ -339,7 +339,7 @@ extension MemoryFileSystem {
                     off = 2
                 }
                 // Offset 2 + seq resumes at the entry with sequence number seq.
-                dir.forEach(from: off - 2) { seq, name, inode in
+                dir.forEach(from: off - 2, listedOnly: true) { seq, name, inode in
                     let mode = inode.meta.withLock { inode.mode }
                     return buffer.add(name: name, ino: inode.ino, mode: mode, nextOffset: seq + 3)
                 }

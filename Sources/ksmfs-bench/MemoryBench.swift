@@ -270,6 +270,59 @@ struct MemoryBench {
         report(all, seconds: now() - t0)
     }
 
+    // MARK: small files
+
+    /// `n` identical files of 8 KiB each: what one costs on tmpfs, and on ksmfs before and
+    /// after merging (the daemon's memory and the machine's), in bytes per file.
+    func runSmallFiles(_ n: Int) {
+        if getuid() != 0 { fail("memory needs root (it mounts tmpfs and ksmfs and drops caches)") }
+        let data = UnsafeMutableRawPointer.allocate(byteCount: 8192, alignment: 4096)
+        defer { data.deallocate() }
+        ComparePattern.unique.fill(data, page: 0, of: 2)
+        ComparePattern.unique.fill(data + 4096, page: 1, of: 2)
+        func write(_ dir: String) {
+            for i in 0..<n {
+                let path = "\(dir)/f\(i)"
+                let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+                if fd < 0 || Glibc.write(fd, data, 8192) != 8192 { fail("write \(path): \(String(cString: strerror(errno)))") }
+                Glibc.close(fd)
+            }
+        }
+        func perFile(_ kib: Int) -> String { fmt(Double(kib) * 1024 / Double(n), 0) }
+        var rows: [[String]] = []
+        for rep in 0..<repetitions {
+            log("rep \(rep + 1)/\(repetitions): \(n) files of 8 KiB on tmpfs and ksmfs")
+            let t = BenchMount(tmpfs: "size=\(n / 64 + 64)m,nr_inodes=\(n + 1000)")
+            let tbase = baseline()
+            write(t.path)
+            let tused = MachineMemory.settled(quiet: settleSeconds) - tbase
+            rows.append(["tmpfs", "written", perFile(tused.used), "-"])
+            t.close()
+            let m = BenchMount(ksmfs: "size=\(n / 32 + 256)m")
+            kernelGuardDaemonPid = m.pid
+            let ctl = KSMControl(dir: m.path + "/ksm")
+            let base = baseline()
+            let daemon0 = m.memoryKiB()
+            write(m.path)
+            let written = MachineMemory.settled(quiet: settleSeconds) - base
+            rows.append(["ksmfs", "written", perFile(written.used), perFile(m.memoryKiB() - daemon0)])
+            ctl.set("pages_to_scan", "10000")
+            ctl.set("sleep_millisecs", "0")
+            ctl.set("run", "1")
+            let t0 = now()
+            while ctl.int("pages_shared") + ctl.int("pages_sharing") < Int64(2 * n) && now() - t0 < mergeTimeout { usleep(50_000) }
+            let target = ctl.int("full_scans") + 2
+            while ctl.int("full_scans") < target && now() - t0 < mergeTimeout { usleep(20_000) }
+            ctl.set("run", "0")
+            let merged = MachineMemory.settled(quiet: settleSeconds) - base
+            rows.append(["ksmfs", "merged", perFile(merged.used), perFile(m.memoryKiB() - daemon0)])
+            m.close()
+            kernelGuardDaemonPid = 0
+        }
+        print("\nksmfs-bench memory --small-files \(n): identical 8 KiB files, bytes per file (\(repetitions) repetitions)\n")
+        printTable(["system", "state", "machine (MemTotal-MemFree)", "daemon memory"], rows)
+    }
+
     // MARK: report
 
     func ratio(_ kib: Int) -> Double { Double(kib) / Double(uniqueKiB) }
@@ -341,6 +394,7 @@ extension Bench {
         @Option(help: "Seconds a merge may take.") var timeout = 600.0
         @Option(help: "JSON output (none when empty).") var json = ""
         @Option(help: "Seconds MemFree must stay still before a figure is taken.") var settle = 4
+        @Option(help: "Instead: this many identical 8 KiB files on tmpfs and ksmfs, bytes per file.") var smallFiles = 0
 
         func validate() throws {
             if copies < 2 || copies > 64 { throw ValidationError("--copies must be between 2 and 64") }
@@ -348,6 +402,7 @@ extension Bench {
             if repetitions < 1 || repetitions > 100 { throw ValidationError("--repetitions must be between 1 and 100") }
             if !(timeout > 0 && timeout <= 86_400) { throw ValidationError("--timeout must be between 0 and 86400 seconds") }
             if settle < 0 || settle > 60 { throw ValidationError("--settle must be between 0 and 60 seconds") }
+            if smallFiles < 0 || smallFiles > 10_000_000 { throw ValidationError("--small-files must be between 0 and 10000000") }
             for s in systems.split(separator: ",") where !["tmpfs", "kernel", "ksmfs"].contains(String(s)) {
                 throw ValidationError("--systems: unknown system \(s) (tmpfs, kernel, ksmfs)")
             }
@@ -367,7 +422,7 @@ extension Bench {
             b.mergeTimeout = timeout
             b.jsonPath = json
             b.settleSeconds = settle
-            b.run()
+            if smallFiles > 0 { b.runSmallFiles(smallFiles) } else { b.run() }
         }
     }
 

@@ -720,3 +720,20 @@ def test_bench_memory_reports_what_copies_cost_the_machine_on_tmpfs_and_ksmfs(tm
     assert "MemTotal-MemFree growth, median" in r.stdout
     with open("/proc/mounts") as f:
         assert "ksmfs-bench-" not in f.read()
+
+
+def test_bench_memory_small_files_cost_the_daemon_about_a_kilobyte_each_once_merged():
+    # 2,000 identical 8 KiB files: the daemon holds their 8 KiB each until they merge, then
+    # its per-file metadata (inode, page map, scan items, directory entry). A page map sized
+    # for large files (8 KiB per file) would fail the bound.
+    bench = os.path.join(REPO_ROOT, ".build", "release", "ksmfs-bench")
+    r = subprocess.run([bench, "memory", "--small-files", "2000", "--repetitions", "1", "--settle", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): [c.strip() for c in line.strip("|").split("|")[2:]]
+            for line in r.stdout.splitlines() if line.startswith("| ") and not line.startswith("| system")}
+    written, merged = int(rows[("ksmfs", "written")][1]), int(rows[("ksmfs", "merged")][1])
+    assert written >= 8192, r.stdout
+    assert merged <= 2048, f"{merged} bytes of daemon memory per merged small file\n{r.stdout}"
+    with open("/proc/mounts") as f:
+        assert "ksmfs-bench-" not in f.read()
