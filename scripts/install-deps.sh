@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ksmfs needs to build and test, only when it is missing: libfuse3 (headers,
-# fusermount3), libxxhash's header, attr (setfattr/getfattr), rsync (a tree tool the tests run
-# on a mount) and pytest.
+# fusermount3), libxxhash's header, attr (setfattr/getfattr), rsync and e2fsprogs (chattr,
+# lsattr: tools the tests run on a mount) and pytest.
 set -euo pipefail
 need=()
 [ -f /usr/include/fuse3/fuse_lowlevel.h ] || need+=(libfuse3-dev)
@@ -10,6 +10,7 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v setfattr >/dev/null || need+=(attr)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v rsync >/dev/null || need+=(rsync)
+command -v chattr >/dev/null || need+=(e2fsprogs)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -150,6 +150,8 @@ public protocol FileSystem: AnyObject {
     func access(_ r: Request, ino: UInt64, mask: Int32) -> Errno?
     func fallocate(_ r: Request, ino: UInt64, mode: Int32, offset: Int64, length: Int64, handle: UInt64) -> Errno?
     func lseek(_ r: Request, ino: UInt64, offset: Int64, whence: Int32, handle: UInt64) -> Result<Int64, Errno>
+    /// A restricted ioctl `command` with its input bytes; the output bytes (at most `outputSize`).
+    func ioctl(_ r: Request, ino: UInt64, command: UInt32, input: UnsafeRawBufferPointer, outputSize: Int) -> Result<[UInt8], Errno>
     func copyFileRange(_ r: Request, inoIn: UInt64, offsetIn: Int64, handleIn: UInt64,
                        inoOut: UInt64, offsetOut: Int64, handleOut: UInt64, length: Int, flags: Int32) -> Result<Int, Errno>
 }
@@ -189,6 +191,7 @@ extension FileSystem {
     public func access(_ r: Request, ino: UInt64, mask: Int32) -> Errno? { nil }
     public func fallocate(_ r: Request, ino: UInt64, mode: Int32, offset: Int64, length: Int64, handle: UInt64) -> Errno? { .nosys }
     public func lseek(_ r: Request, ino: UInt64, offset: Int64, whence: Int32, handle: UInt64) -> Result<Int64, Errno> { .failure(.nosys) }
+    public func ioctl(_ r: Request, ino: UInt64, command: UInt32, input: UnsafeRawBufferPointer, outputSize: Int) -> Result<[UInt8], Errno> { .failure(Errno(ENOTTY)) }
     public func copyFileRange(_ r: Request, inoIn: UInt64, offsetIn: Int64, handleIn: UInt64,
                               inoOut: UInt64, offsetOut: Int64, handleOut: UInt64, length: Int, flags: Int32) -> Result<Int, Errno> { .failure(.nosys) }
 }

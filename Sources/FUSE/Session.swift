@@ -221,6 +221,17 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.fallocate = { req, ino, mode, off, len, fi in
         replyErr(req, fs(req).fallocate(Request(req!), ino: UInt64(ino), mode: mode, offset: Int64(off), length: Int64(len), handle: handle(fi)))
     }
+    ops.ioctl = { req, ino, cmd, _, _, flags, inBuf, inSize, outSize in
+        // Only restricted ioctls (the kernel sized both buffers from `cmd`); 32-bit callers too.
+        if flags & UInt32(FUSE_IOCTL_UNRESTRICTED) != 0 { fuse_reply_err(req, ENOTTY); return }
+        let input = UnsafeRawBufferPointer(start: inBuf, count: inBuf == nil ? 0 : inSize)
+        switch fs(req).ioctl(Request(req!), ino: UInt64(ino), command: cmd, input: input, outputSize: outSize) {
+        case .success(let bytes):
+            let n = min(bytes.count, outSize)
+            _ = bytes.withUnsafeBytes { fuse_reply_ioctl(req, 0, n > 0 ? $0.baseAddress : nil, n) }
+        case .failure(let e): fuse_reply_err(req, e.rawValue)
+        }
+    }
     ops.lseek = { req, ino, off, whence, fi in
         switch fs(req).lseek(Request(req!), ino: UInt64(ino), offset: Int64(off), whence: whence, handle: handle(fi)) {
         case .success(let o): fuse_reply_lseek(req, off_t(o))

@@ -37,6 +37,11 @@ extension MemoryFileSystem {
         }
         if inode.isDirectory && accmode != O_RDONLY { return .failure(.isdir) }
         if accmode != O_RDONLY && options.readOnly { return .failure(.rofs) }
+        // chattr +i: no opening for writing or truncating; +a: writing only to append.
+        let fileFlags = inode.fileFlags
+        let writes = accmode != O_RDONLY || flags & O_TRUNC != 0
+        if fileFlags & FileFlags.immutable != 0 && writes { return .failure(.perm) }
+        if fileFlags & FileFlags.append != 0 && writes && (flags & O_APPEND == 0 || flags & O_TRUNC != 0) { return .failure(.perm) }
         // O_TRUNC truncates whatever the access mode (O_RDONLY|O_TRUNC too, as on Linux: the
         // kernel has already checked write permission).
         if flags & O_TRUNC != 0, let f = inode.file {

@@ -40,6 +40,8 @@ final class Inode: @unchecked Sendable {
     /// Whether pages merged while the file was open, so that their page-cache copies are
     /// dropped at its last close (guarded by `meta`).
     var mergedWhileOpen = false
+    /// chattr flags (FS_*_FL, see FileFlags.swift; all of them fit in a byte), guarded by `meta`.
+    var fsFlags: UInt8 = 0
     /// The lowest offset whose writeback was refused (guarded by `meta`): later writeback may
     /// not grow the file past it, so a failure never leaves a hole that reads as zeros.
     var writebackFailedAt = Int64.max

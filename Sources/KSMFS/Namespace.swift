@@ -27,6 +27,7 @@ extension MemoryFileSystem {
         return directory(parent).flatMap { (dirInode, dir) -> Result<Inode, Errno> in
             if dirInode === controlDirectory { return .failure(.acces) }
             if dir.lookup(name) != nil { return .failure(.exist) }
+            if dirInode.isImmutable { return .failure(.perm) }
             let (uid, gid, m) = ownership(r, parent: dirInode, mode: mode)
             guard let child = newInode(mode: m, uid: uid, gid: gid, kind: make()) else { return .failure(.nospc) }
             if case .directory = child.kind {
@@ -118,6 +119,7 @@ extension MemoryFileSystem {
             return directory(newParent).flatMap { (dirInode, dir) in
                 if dirInode === controlDirectory { return .failure(.acces) }
                 if dir.lookup(newName) != nil { return .failure(.exist) }
+                if dirInode.isImmutable || target.isPinned { return .failure(.perm) }
                 let tooMany = target.meta.withLock { () -> Bool in
                     if target.nlink >= UInt32(Int32.max) { return true }
                     target.nlink += 1
@@ -140,6 +142,7 @@ extension MemoryFileSystem {
             case .success(let (dirInode, dir)):
                 if dirInode === controlDirectory { return .perm }
                 guard let child = dir.lookup(name) else { return .noent }
+                if dirInode.isPinned || child.isPinned { return .perm }
                 if child.isDirectory { return .isdir }
                 if child === controlDirectory { return .perm }
                 dir.remove(name)
@@ -161,6 +164,7 @@ extension MemoryFileSystem {
             case .failure(let e): return e
             case .success(let (dirInode, dir)):
                 guard let child = dir.lookup(name) else { return .noent }
+                if dirInode.isPinned || child.isPinned { return .perm }
                 guard let cdir = child.directory else { return .notdir }
                 if child === controlDirectory || dirInode === controlDirectory { return .perm }
                 if !cdir.isEmpty { return .notempty }
@@ -200,9 +204,14 @@ extension MemoryFileSystem {
             if moving === controlDirectory { return .perm }
             let target = dstDir.lookup(newName)
             if moving.isDirectory && isAncestor(moving.ino, of: newParent) { return .inval }
+            // chattr: nothing leaves a +i/+a directory, nothing enters a +i one, a +i/+a inode
+            // does not move and is not replaced.
+            let pinned = srcDirInode.isPinned || moving.isPinned || dstDirInode.isImmutable
+                || (target.map { $0.isPinned || dstDirInode.isPinned } ?? false)
             if let target {
                 if target === controlDirectory { return .perm }
                 if flags & noReplace != 0 { return .exist }
+                if pinned && target !== moving { return .perm }
                 if flags & exchange != 0 {
                     if target.isDirectory && isAncestor(target.ino, of: parent) { return .inval }
                     srcDir.replace(name, with: target)
@@ -227,6 +236,8 @@ extension MemoryFileSystem {
                 }
             } else if flags & exchange != 0 {
                 return .noent
+            } else if pinned {
+                return .perm
             }
             // Move: drop the replaced target, then relink.
             if let target {
@@ -274,6 +285,16 @@ extension MemoryFileSystem {
         }
         if inode === controlDirectory, change.mode != nil || change.uid != nil || change.gid != nil { return .failure(.perm) }
         if options.readOnly { return .failure(.rofs) }
+        let pinned = inode.fileFlags & (FileFlags.immutable | FileFlags.append)
+        if pinned != 0 {
+            // chattr +i/+a: no chmod, chown, utimes or truncate by name. Through a handle (an
+            // ftruncate, the kernel's own flush of the times of writes) what tmpfs allows.
+            let owner = change.mode != nil || change.uid != nil || change.gid != nil
+            var times = true
+            if case .unchanged = change.atime, case .unchanged = change.mtime { times = false }
+            if change.handle == nil && (owner || times || change.size != nil) { return .failure(.perm) }
+            if owner || (change.size != nil && pinned & FileFlags.append != 0) { return .failure(.perm) }
+        }
         if let size = change.size {
             guard let f = inode.file else { return .failure(inode.isDirectory ? .isdir : .inval) }
             let old = f.size

@@ -53,6 +53,7 @@ extension MemoryFileSystem {
         if case .control = inode.kind { return .perm }
         if inode === controlDirectory { return .perm }
         if options.readOnly { return .rofs }
+        if inode.isPinned { return .perm }   // chattr +i/+a
         let bytes = Array(value)
         if kind == .mergeable { return setMergeable(inode, bytes, flags: flags) }
         if case .figure = kind { return .perm }
@@ -153,6 +154,7 @@ extension MemoryFileSystem {
         let kind = MemoryFileSystem.classify(name)
         if kind == .unsupported { return .opnotsupp }
         if options.readOnly { return .rofs }
+        if inode.isPinned { return .perm }   // chattr +i/+a
         if kind == .mergeable, let f = inode.file {
             // Back to the mount's default.
             _ = engine.setMergeable(f, options.mergeByDefault)

@@ -57,6 +57,7 @@ struct SideResult {
     var rssBeforeKiB = 0, rssAfterKiB = 0      // VmRSS of the helper / the daemon
     var anonBeforeKiB = 0, anonAfterKiB = 0    // /proc/meminfo AnonPages + Shmem (ksmfs's arena is a memfd)
     var availBeforeKiB = 0, availAfterKiB = 0  // /proc/meminfo MemAvailable
+    var usedBeforeKiB = 0, usedAfterKiB = 0    // MemTotal - MemFree, once MemFree is still (the machine's figure)
     var unmergeSeconds = 0.0
     var latMerged: [Double] = [], latUnmerged: [Double] = []  // µs
     var directIO = true
@@ -233,6 +234,7 @@ struct CompareBench {
         let helper = AnonHolderProcess(pattern: pattern, pages: pages)
         r.memBeforeKiB = helper.pssKiB()
         r.rssBeforeKiB = procKiB("/proc/\(helper.pid)/status", "VmRSS:")
+        r.usedBeforeKiB = MachineMemory.settled(quiet: 2).used
         r.anonBeforeKiB = anonAndShmemKiB()
         r.availBeforeKiB = procKiB("/proc/meminfo", "MemAvailable:")
         r.conv = converge(kernel, cpu: { ksmd }, target: target)
@@ -242,6 +244,7 @@ struct CompareBench {
         r.rssAfterKiB = procKiB("/proc/\(helper.pid)/status", "VmRSS:")
         r.anonAfterKiB = anonAndShmemKiB()
         r.availAfterKiB = procKiB("/proc/meminfo", "MemAvailable:")
+        r.usedAfterKiB = MachineMemory.settled(quiet: 2).used
         if latency {
             for (page, merged) in latencyPicks(pattern, pages) {
                 let us = helper.writeByte(page: page) / 1000
@@ -255,8 +258,8 @@ struct CompareBench {
         return r
     }
 
-    /// Writes the pattern into `files` files (page i in file i / perFile), flushed to the
-    /// daemon and dropped from the page cache.
+    /// Writes the pattern into `files` files (page i in file i / perFile) with write()s
+    /// through the page cache, as users write files, and closes them.
     func writeFiles(_ dir: String, _ pattern: ComparePattern, pages: Int) {
         let per = pages / files
         let chunk = 256
@@ -272,9 +275,7 @@ struct CompareBench {
                 if Glibc.write(fd, buf, n * 4096) != n * 4096 { fail("write \(dir)/f\(f): \(String(cString: strerror(errno)))") }
                 p += n
             }
-            if fsync(fd) != 0 { fail("fsync \(dir)/f\(f): \(String(cString: strerror(errno)))") }
-            posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
-            Glibc.close(fd)
+            if Glibc.close(fd) != 0 { fail("close \(dir)/f\(f): \(String(cString: strerror(errno)))") }
         }
     }
 
@@ -288,6 +289,7 @@ struct CompareBench {
         writeFiles(m.path, pattern, pages: pages)
         r.memBeforeKiB = m.memoryKiB()
         r.rssBeforeKiB = r.memBeforeKiB
+        r.usedBeforeKiB = MachineMemory.settled(quiet: 2).used
         r.anonBeforeKiB = anonAndShmemKiB()
         r.availBeforeKiB = procKiB("/proc/meminfo", "MemAvailable:")
         // The kernel's ksmd runs at nice 5; give the daemon's scanner thread the same so that a
@@ -310,6 +312,7 @@ struct CompareBench {
         r.rssAfterKiB = rss
         r.anonAfterKiB = anonAndShmemKiB()
         r.availAfterKiB = procKiB("/proc/meminfo", "MemAvailable:")
+        r.usedAfterKiB = MachineMemory.settled(quiet: 2).used
         if latency {
             let per = pages / files
             var fds: [Int32] = []

@@ -22,6 +22,7 @@ struct CompareReport {
         ("pages per scanner CPU-s, median pass", "pages/s", 0, { $0.conv.perPass.isEmpty ? nil : Stats(values: $0.conv.perPass).median }),
         ("memory released (k: helper PSS, f: daemon memory)", "MiB", 1, { Double($0.releasedKiB) / 1024 }),
         ("released / (sharing+zero) x 4 KiB", "x", 3, { $0.idealKiB > 0 ? Double($0.releasedKiB) / Double($0.idealKiB) : nil }),
+        ("machine memory released (MemTotal - MemFree)", "MiB", 1, { Double($0.usedBeforeKiB - $0.usedAfterKiB) / 1024 }),
         ("AnonPages+Shmem drop", "MiB", 1, { Double($0.anonBeforeKiB - $0.anonAfterKiB) / 1024 }),
         ("MemAvailable change", "MiB", 1, { Double($0.availAfterKiB - $0.availBeforeKiB) / 1024 }),
         ("unmerge (write 2 to run)", "ms", 1, { $0.unmergeSeconds * 1000 }),
@@ -186,7 +187,8 @@ struct CompareReport {
         o.append("\"last_growth_pass\":\(c.growthPass),\"stop_pass\":\(c.stopPass),\"stop_exactly_at_pass_boundary\":\(c.exactBoundary)")
         o.append("\"counters\":{" + KSMCounters.all.map { "\(CompareReport.q($0)):\(r.counters[$0])" }.joined(separator: ",") + "}")
         o.append("\"memory_kib\":{\"measure\":\(CompareReport.q(r.side == .kernel ? "helper PSS" : "daemon memory")),\"before\":\(r.memBeforeKiB),\"after\":\(r.memAfterKiB),\"released\":\(r.releasedKiB),\"ideal_released\":\(r.idealKiB),\"rss_before\":\(r.rssBeforeKiB),\"rss_after\":\(r.rssAfterKiB),"
-                 + "\"anon_shmem_before\":\(r.anonBeforeKiB),\"anon_shmem_after\":\(r.anonAfterKiB),\"mem_available_before\":\(r.availBeforeKiB),\"mem_available_after\":\(r.availAfterKiB)}")
+                 + "\"anon_shmem_before\":\(r.anonBeforeKiB),\"anon_shmem_after\":\(r.anonAfterKiB),\"mem_available_before\":\(r.availBeforeKiB),\"mem_available_after\":\(r.availAfterKiB),"
+                 + "\"machine_used_before\":\(r.usedBeforeKiB),\"machine_used_after\":\(r.usedAfterKiB)}")
         o.append("\"unmerge_s\":\(CompareReport.n(r.unmergeSeconds))")
         func lat(_ v: [Double]) -> String {
             "{\"count\":\(v.count),\"p50_us\":\(CompareReport.p(v, 0.5).map { CompareReport.n($0, 3) } ?? "null"),\"p99_us\":\(CompareReport.p(v, 0.99).map { CompareReport.n($0, 3) } ?? "null")}"
