@@ -279,11 +279,19 @@ extension MemoryFileSystem {
     public func setattr(_ r: Request, ino: UInt64, _ change: SetAttributes) -> Result<stat, Errno> {
         guard let inode = inode(ino) else { return .failure(.noent) }
         if case .control = inode.kind {
-            if change.mode != nil || change.uid != nil || change.gid != nil { return .failure(.perm) }
-            if change.size != nil { return .success(inode.attributes()) }   // O_TRUNC of a tunable: ignore
+            // As on sysfs: chmod, chown and times apply (the kernel let only root or the
+            // owner ask); a size (O_TRUNC of a tunable) is ignored.
+            let now = Clock.now()
+            inode.meta.withLock {
+                if let m = change.mode { inode.mode = (inode.mode & S_IFMT) | (m & 0o7777) }
+                if let u = change.uid { inode.uid = u }
+                if let g = change.gid { inode.gid = g }
+                if case .set(let t) = change.atime { inode.atime = t } else if case .now = change.atime { inode.atime = now }
+                if case .set(let t) = change.mtime { inode.mtime = t } else if case .now = change.mtime { inode.mtime = now }
+                if change.mode != nil || change.uid != nil || change.gid != nil { inode.ctime = now }
+            }
             return .success(inode.attributes())
         }
-        if inode === controlDirectory, change.mode != nil || change.uid != nil || change.gid != nil { return .failure(.perm) }
         if options.readOnly { return .failure(.rofs) }
         let pinned = inode.fileFlags & (FileFlags.immutable | FileFlags.append)
         if pinned != 0 {

@@ -2,7 +2,8 @@
 # offset reads of every file; each accepted and rejected write of KSM-SPEC.md section 2 as one
 # write(2), with its errno and read-back value; the kernel-measured extras (NUL, 4096 bytes,
 # offset, e/d booleans, scan-time mode); echo/printf/dd/python; EACCES for counters and
-# non-root; EBUSY while merged; a directory that refuses create/unlink/rename/mkdir/chmod.
+# non-root; EBUSY while merged; a directory that refuses create/unlink/rename/mkdir; chmod and
+# chown of its files as on sysfs (the mode says who may write).
 
 import errno
 import os
@@ -437,7 +438,42 @@ def _nobody_cannot_write(k):
     assert {n: kget(k, n) for n in TUNABLE_DEFAULTS} == TUNABLE_DEFAULTS
 
 
-def test_the_ksm_directory_refuses_create_unlink_rename_mkdir_chmod(k):
+def test_chmod_and_chown_of_ksm_files_work_as_on_sysfs_and_the_mode_says_who_may_write(mounted):
+    # On /sys/kernel/mm/ksm root may chmod and chown every file, and after `chmod 666 run` an
+    # unprivileged user can write it; a counter stays unwritable whatever its mode.
+    with mounted("size=64m,allow_other") as m:
+        run, sleep, counter = kpath(m, "run"), kpath(m, "sleep_millisecs"), kpath(m, "pages_sharing")
+        write_as_nobody = lambda path, v: run_as(NOBODY, NOBODY, f"""
+            def w():
+                fd = os.open({path!r}, os.O_WRONLY)
+                try: os.write(fd, b"{v}")
+                finally: os.close(fd)
+            print(errname(w))""")
+        assert write_as_nobody(sleep, 33) == "EACCES"
+        os.chmod(sleep, 0o666)
+        assert stat.S_IMODE(os.stat(sleep).st_mode) == 0o666
+        assert write_as_nobody(sleep, 33) == "OK" and kget(m, "sleep_millisecs") == "33\n"
+        os.chmod(sleep, 0o644)
+        assert write_as_nobody(sleep, 44) == "EACCES" and kget(m, "sleep_millisecs") == "33\n"
+        os.chown(run, NOBODY, NOBODY)
+        assert os.stat(run).st_uid == NOBODY
+        assert write_as_nobody(run, 0) == "OK"
+        os.chown(run, 0, 0)
+        assert write_as_nobody(run, 0) == "EACCES"
+        os.chmod(counter, 0o666)
+        assert write_as_nobody(counter, 1) == "EACCES"
+        with raises_errno(errno.EACCES):
+            os.close(os.open(counter, os.O_WRONLY))
+        os.chmod(counter, 0o444)
+        os.chmod(os.path.join(m.path, "ksm"), 0o700)
+        assert stat.S_IMODE(os.stat(os.path.join(m.path, "ksm")).st_mode) == 0o700
+        os.chmod(os.path.join(m.path, "ksm"), 0o755)
+        rc = subprocess.run(["chmod", "600", run], capture_output=True, text=True)
+        assert rc.returncode == 0, rc.stderr
+        assert stat.S_IMODE(os.stat(run).st_mode) == 0o600
+
+
+def test_the_ksm_directory_refuses_create_unlink_rename_mkdir(k):
     ksm = os.path.join(k.path, "ksm")
     outside = os.path.join(k.path, "outside")
     write_file(outside, b"x")
@@ -454,10 +490,6 @@ def test_the_ksm_directory_refuses_create_unlink_rename_mkdir_chmod(k):
             "rename-out": lambda: os.rename(kpath(k, "run"), os.path.join(k.path, "run")),
             "rename-in": lambda: os.rename(outside, os.path.join(ksm, "outside")),
             "mkdir": lambda: os.mkdir(os.path.join(ksm, "sub")),
-            "chmod-file": lambda: os.chmod(kpath(k, "run"), 0o666),
-            "chmod-counter": lambda: os.chmod(kpath(k, "pages_sharing"), 0o644),
-            "chmod-dir": lambda: os.chmod(ksm, 0o777),
-            "chown-file": lambda: os.chown(kpath(k, "run"), NOBODY, NOBODY),
         }
         got = {}
         for what, fn in attempts.items():
