@@ -13,7 +13,18 @@ struct cfuse_init_out_head { uint32_t major, minor, max_readahead, flags; };
 /* flags2 (byte 32 of fuse_init_out): FUSE_DIRECT_IO_ALLOW_MMAP (1ULL << 36). */
 #define CFUSE_FLAGS2_OFFSET 32
 #define CFUSE_DIRECT_IO_ALLOW_MMAP2 (1u << 4)
+/* FUSE passthrough: FUSE_PASSTHROUGH is flags2 bit 5; max_stack_depth sits at byte 36 of
+ * fuse_init_out; an OPEN reply's fuse_open_out has open_flags at 8 (FOPEN_PASSTHROUGH 1 << 7)
+ * and backing_id at 12. */
+#define CFUSE_PASSTHROUGH2 (1u << 5)
+#define CFUSE_MAX_STACK_DEPTH_OFFSET 36
+#define CFUSE_FOPEN_PASSTHROUGH (1u << 7)
+#define CFUSE_OPCODE_INIT 26
 static int cfuse_init_patched;
+static int cfuse_passthrough_wanted;           /* set by the init callback, before the reply */
+static _Atomic int cfuse_passthrough_on;       /* the INIT reply asked for it */
+static _Atomic int cfuse_kernel_flags2_seen;   /* 1 + whether INIT offered passthrough */
+static __thread int32_t cfuse_t_backing_id;
 
 /* Requests by opcode: counts, and for those answered, the time from the read of the request
  * to the write of its reply, in power-of-two microsecond buckets. A libfuse worker reads a
@@ -68,9 +79,27 @@ static ssize_t cfuse_writev(int fd, struct iovec *iov, int count, void *userdata
                     o->flags |= CFUSE_INIT_EXT;
                     uint32_t *flags2 = (uint32_t *)((char *)iov[1].iov_base + CFUSE_FLAGS2_OFFSET);
                     *flags2 |= CFUSE_DIRECT_IO_ALLOW_MMAP2;
+                    /* Passthrough needs a stack depth, and no writeback cache (the kernel
+                     * turns it off silently then: the caller has not asked for it). */
+                    if (cfuse_passthrough_wanted && iov[1].iov_len >= CFUSE_MAX_STACK_DEPTH_OFFSET + 4) {
+                        *flags2 |= CFUSE_PASSTHROUGH2;
+                        uint32_t depth = 1;
+                        memcpy((char *)iov[1].iov_base + CFUSE_MAX_STACK_DEPTH_OFFSET, &depth, 4);
+                        cfuse_passthrough_on = 1;
+                    }
                 }
             }
         }
+    }
+    /* An OPEN answered with a backing file: fuse_reply_open's fuse_open_out is iov[1]. */
+    if (cfuse_t_backing_id > 0 && count >= 2 && iov[1].iov_len >= 16) {
+        char *o = iov[1].iov_base;
+        uint32_t open_flags;
+        memcpy(&open_flags, o + 8, 4);
+        open_flags |= CFUSE_FOPEN_PASSTHROUGH;
+        memcpy(o + 8, &open_flags, 4);
+        memcpy(o + 12, &cfuse_t_backing_id, 4);
+        cfuse_t_backing_id = 0;
     }
     return writev(fd, iov, count);
 }
@@ -81,6 +110,14 @@ static ssize_t cfuse_read(int fd, void *buf, size_t len, void *userdata) {
     if (n >= 16) {
         uint32_t opcode;
         memcpy(&opcode, (const char *)buf + 4, sizeof opcode);
+        if (opcode == CFUSE_OPCODE_INIT && n >= 40 + 20) {
+            /* fuse_init_in after the 40-byte header: flags at 12, flags2 at 16. */
+            uint32_t flags, flags2;
+            memcpy(&flags, (const char *)buf + 40 + 12, 4);
+            memcpy(&flags2, (const char *)buf + 40 + 16, 4);
+            int offers = (flags & CFUSE_INIT_EXT) && (flags2 & CFUSE_PASSTHROUGH2);
+            cfuse_kernel_flags2_seen = 1 + offers;
+        }
         if (opcode >= CFUSE_OPCODES) opcode = 0;  /* CUSE_INIT and unknown ones: "other" */
         __atomic_add_fetch(&cfuse_counts[opcode], 1, __ATOMIC_RELAXED);
         /* FORGET (2) and BATCH_FORGET (42) get no reply. */
@@ -96,6 +133,60 @@ static ssize_t cfuse_read(int fd, void *buf, size_t len, void *userdata) {
 int cfuse_enable_killpriv_v2(struct fuse_session *se) {
     struct fuse_custom_io io = { .writev = cfuse_writev, .read = cfuse_read };
     return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+}
+
+int cfuse_kernel_offers_passthrough(void) { return cfuse_kernel_flags2_seen - 1; }
+void cfuse_want_passthrough(int on) { cfuse_passthrough_wanted = on ? 1 : 0; }
+int cfuse_passthrough_enabled(void) { return cfuse_passthrough_on; }
+
+int cfuse_reply_open_backing(fuse_req_t req, const struct fuse_file_info *fi, int32_t backing_id) {
+    cfuse_t_backing_id = backing_id;
+    int r = fuse_reply_open(req, fi);
+    cfuse_t_backing_id = 0;
+    return r;
+}
+
+#include <sys/ioctl.h>
+#include <errno.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
+int cfuse_has_cap_sys_admin(void) {
+    struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capget, &hdr, data) != 0) return -1;
+    return (data[0].effective >> CAP_SYS_ADMIN) & 1;
+}
+
+#include <fcntl.h>
+int cfuse_gettid(void) { return (int)syscall(SYS_gettid); }
+
+long cfuse_cached_pages(int mount_fd, uint64_t nodeid, uint32_t generation) {
+    /* A FUSE file handle (fuse_encode_fh): type 0x81, node id high and low words, generation. */
+    struct { unsigned int handle_bytes; int handle_type; uint32_t f[3]; } h = {
+        12, 0x81, { (uint32_t)(nodeid >> 32), (uint32_t)nodeid, generation } };
+    int fd = (int)syscall(SYS_open_by_handle_at, mount_fd, &h, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct { uint64_t off, len; } range = { 0, 0 };
+    uint64_t st[5] = { 0 };
+    long r = syscall(451 /* cachestat */, fd, &range, st, 0);
+    int e = errno;
+    close(fd);
+    return r == 0 ? (long)st[0] : -e;
+}
+
+struct cfuse_backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
+#define CFUSE_DEV_IOC_BACKING_OPEN 0x4010e501u
+#define CFUSE_DEV_IOC_BACKING_CLOSE 0x4004e502u
+
+int cfuse_backing_open(struct fuse_session *se, int fd) {
+    struct cfuse_backing_map map = { .fd = fd, .flags = 0, .padding = 0 };
+    int id = ioctl(fuse_session_fd(se), CFUSE_DEV_IOC_BACKING_OPEN, &map);
+    return id < 0 ? -errno : id;
+}
+
+int cfuse_backing_close(struct fuse_session *se, int32_t id) {
+    return ioctl(fuse_session_fd(se), CFUSE_DEV_IOC_BACKING_CLOSE, &id) < 0 ? -errno : 0;
 }
 
 struct fuse_args *cfuse_args_new(int argc, char **argv) {

@@ -56,6 +56,8 @@ public struct OpenReply {
     public var directIO: Bool
     public var keepCache: Bool
     public var nonSeekable: Bool
+    /// A backing file id (`BackingFiles.open`): reads and mmaps of this open go to it (passthrough).
+    public var backingID: Int32 = 0
     public init(handle: UInt64 = 0, directIO: Bool = false, keepCache: Bool = false, nonSeekable: Bool = false) {
         self.handle = handle
         self.directIO = directIO
@@ -105,12 +107,17 @@ public struct ConnectionSettings {
     public var maxWrite: UInt32 = 1 << 20
     public var maxRead: UInt32 = 0
     public var maxReadahead: UInt32 = 1 << 20
+    /// FUSE passthrough wanted: if the kernel and the daemon's privileges allow it, the
+    /// connection gets it instead of the writeback cache (`FileSystem.passthroughDecided`).
+    public var passthrough = false
     public init() {}
 }
 
 /// The low-level FUSE operations. `ino` values are FUSE node ids (1 is the root).
 public protocol FileSystem: AnyObject {
     func connectionSettings() -> ConnectionSettings
+    /// What became of `ConnectionSettings.passthrough` (called at INIT, only when it was asked).
+    func passthroughDecided(_ decision: PassthroughDecision)
     func destroy()
 
     func lookup(_ r: Request, parent: UInt64, name: Name) -> Result<Entry, Errno>
@@ -164,6 +171,7 @@ public enum XattrReply {
 
 extension FileSystem {
     public func connectionSettings() -> ConnectionSettings { ConnectionSettings() }
+    public func passthroughDecided(_ decision: PassthroughDecision) {}
     public func destroy() {}
     public func forget(ino: UInt64, lookups: UInt64) {}
     public var negativeEntryTimeout: Double { 0 }

@@ -32,6 +32,17 @@ public final class KernelCache: @unchecked Sendable {
     /// after all (for a file opened since they were queued). Set before `start`.
     nonisolated(unsafe) public var keepData: ((UInt64) -> Bool)?
 
+    /// Pages of node `ino` in the kernel's page cache, measured with cachestat(2) on a descriptor
+    /// opened by handle on the mount of `mountFD` (root; the open reaches the filesystem, so this
+    /// runs on a thread that serves no request and holds no filesystem lock).
+    public static func cachedPages(mountFD: Int32, ino: UInt64) -> Result<Int, Errno> {
+        let r = cfuse_cached_pages(mountFD, ino, 0)
+        return r >= 0 ? .success(r) : .failure(Errno(Int32(-r)))
+    }
+
+    /// The calling thread's id, which is the `pid` of the requests it causes.
+    public static func threadID() -> Int32 { cfuse_gettid() }
+
     init(session: OpaquePointer) {
         self.session = session
         wake = .allocate(capacity: 1)

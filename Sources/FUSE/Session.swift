@@ -63,7 +63,23 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.`init` = { userdata, conn in
         guard let userdata, let conn else { return }
         let box = Unmanaged<SessionBox>.fromOpaque(userdata).takeUnretainedValue()
-        let s = box.fs.connectionSettings()
+        var s = box.fs.connectionSettings()
+        if s.passthrough {
+            // Asked for in the INIT reply (shim.c) when the kernel offers it and the daemon may.
+            let why: String?
+            if cfuse_kernel_offers_passthrough() != 1 {
+                why = "this kernel does not offer FUSE passthrough (Linux 6.9 or later, CONFIG_FUSE_PASSTHROUGH)"
+            } else {
+                why = BackingFiles.privilegeProblem()
+            }
+            if let why {
+                box.fs.passthroughDecided(.off(reason: why))
+            } else {
+                s.writebackCache = false
+                cfuse_want_passthrough(1)
+                box.fs.passthroughDecided(.on)
+            }
+        }
         var want: UInt32 = UInt32(FUSE_CAP_ATOMIC_O_TRUNC) | UInt32(FUSE_CAP_EXPORT_SUPPORT)
             | UInt32(FUSE_CAP_ASYNC_READ) | UInt32(FUSE_CAP_PARALLEL_DIROPS) | UInt32(FUSE_CAP_ASYNC_DIO)
         if s.writebackCache { want |= UInt32(FUSE_CAP_WRITEBACK_CACHE) }
@@ -144,7 +160,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         switch fs(req).open(Request(req!), ino: UInt64(ino), flags: fi!.pointee.flags) {
         case .success(let o):
             applyOpen(fi!, o)
-            fuse_reply_open(req, fi)
+            if o.backingID > 0 { cfuse_reply_open_backing(req, fi, o.backingID) } else { fuse_reply_open(req, fi) }
         case .failure(let e): fuse_reply_err(req, e.rawValue)
         }
     }
@@ -267,6 +283,8 @@ public final class Session {
     private var mounted = false
     /// The kernel-cache notifier of this session (running while mounted).
     public private(set) var kernelCache: KernelCache?
+    /// Backing files for passthrough opens (usable once the connection has it).
+    public private(set) var backingFiles: BackingFiles?
 
     /// `options` are libfuse `-o` options (e.g. "default_permissions", "fsname=ksmfs").
     public init(filesystem: any FileSystem, options: [String], debug: Bool) throws {
@@ -323,6 +341,7 @@ public final class Session {
         Session.active = session
         if cfuse_enable_killpriv_v2(session) != 0 { throw SessionError("could not set up the session's I/O") }
         kernelCache = KernelCache(session: session!)
+        backingFiles = BackingFiles(session: session!)
     }
 
     /// Detaches from the terminal unless `foreground` (`fuse_daemonize`).

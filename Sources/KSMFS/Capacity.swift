@@ -17,6 +17,8 @@ struct FileHandle {
     static let regularFlag: UInt64 = 1 << 62
     static let writableFlag: UInt64 = 1
     static let directFlag: UInt64 = 2
+    static let passthroughFlag: UInt64 = 4
+    static let probeFlag: UInt64 = 8
 
     let raw: UInt64
     init(raw: UInt64) { self.raw = raw }
@@ -26,6 +28,10 @@ struct FileHandle {
     var isRegular: Bool { raw & FileHandle.regularFlag != 0 }
     var writable: Bool { isRegular && raw & FileHandle.writableFlag != 0 }
     var direct: Bool { isRegular && raw & FileHandle.directFlag != 0 }
+    /// Reads and mmaps of this open go to a shared backing file (ImmutableSharing.swift).
+    var passthrough: Bool { isRegular && raw & FileHandle.passthroughFlag != 0 }
+    /// Opened by the page-cache probe (PageCacheProbe.swift): does not keep the mount busy.
+    var probe: Bool { isRegular && raw & FileHandle.probeFlag != 0 }
     /// Writes through this handle reach ksmfs only as writeback (not one by one).
     var cachedWriter: Bool { writable && !direct }
 }
@@ -90,9 +96,17 @@ extension MemoryFileSystem {
     }
 
     /// The open handle and kernel caching for a regular file opened with `flags`.
-    func openRegular(_ inode: Inode, flags: Int32) -> OpenReply {
-        Session.handleOpened()
+    func openRegular(_ inode: Inode, flags: Int32, backingID: Int32 = 0, probe: Bool = false) -> OpenReply {
+        if !probe { Session.handleOpened() }
         inode.meta.withLock { inode.openHandles += 1 }
+        let probeBit = probe ? FileHandle.probeFlag : 0
+        if backingID > 0 {
+            // The kernel refuses keep_cache with passthrough; it reads the backing file.
+            var reply = OpenReply(handle: FileHandle(writable: false, direct: false).raw | FileHandle.passthroughFlag | probeBit)
+            reply.backingID = backingID
+            return reply
+        }
+        if probe { return OpenReply(handle: FileHandle(writable: false, direct: false).raw | probeBit, keepCache: true) }
         let writable = flags & O_ACCMODE != O_RDONLY
         var direct = false
         if writable {
@@ -104,8 +118,8 @@ extension MemoryFileSystem {
     }
 
     /// A regular file's handle is closed (its inode may already be gone from the table).
-    func releaseRegular(_ inode: Inode?, handle: UInt64) {
-        Session.handleClosed()
+    func releaseRegular(_ inode: Inode?, ino: UInt64, handle: UInt64) {
+        if !FileHandle(raw: handle).probe { Session.handleClosed() }
         if let inode {
             let cached = FileHandle(raw: handle).cachedWriter
             let dropNow = inode.meta.withLock { () -> Bool in
@@ -117,6 +131,7 @@ extension MemoryFileSystem {
             }
             if dropNow { dropPageCacheAtLastClose(inode) }
         }
+        if FileHandle(raw: handle).passthrough { sharing?.closed(ino: ino) }
         updateFullness()
     }
 

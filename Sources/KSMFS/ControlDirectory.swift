@@ -49,6 +49,10 @@ public struct ControlPlane {
     public let engine: KSMEngine
     /// Pages of merged files whose kernel page-cache copies were dropped (for metrics).
     let pageCacheDropped: () -> Int
+    /// The shared page cache of identical immutable files (nil: share_immutable is not on).
+    var sharedCache: () -> ImmutableSharing.Figures? = { nil }
+    /// The page cache the kernel holds for the files, as last measured (nil: not yet).
+    var pageCache: () -> PageCacheProbe.Result? = { nil }
 
     public init(engine: KSMEngine, pageCacheDropped: @escaping () -> Int = { 0 }) {
         self.engine = engine
@@ -207,9 +211,14 @@ extension MemoryFileSystem {
         // see it, as ZFS hides .zfs. Not counted in the root's link count either, so that
         // find's leaf optimisation and a fresh mount's nlink (2) are tmpfs's.
         root.directory!.insert("ksm", dir, unlisted: true)
-        let plane = ControlPlane(engine: engine, pageCacheDropped: { [unowned self] in
+        var plane = ControlPlane(engine: engine, pageCacheDropped: { [unowned self] in
             self.kernelCache?.pagesDropped.load(ordering: .relaxed) ?? 0
         })
+        plane.pageCache = { [unowned self] in self.probe.sample(self) }
+        plane.sharedCache = { [unowned self] in
+            guard let s = self.sharing, s.enabled.load(ordering: .relaxed) else { return nil }
+            return s.figures
+        }
         for spec in ControlPlane.allFiles {
             let name = spec.name
             let cf = ControlFile(name: name, isTunable: spec.isTunable, read: { plane.read(name) },

@@ -35,12 +35,19 @@ extension MemoryFileSystem {
             return .success(reply)
         }
         if inode.isDirectory && accmode != O_RDONLY { return .failure(.isdir) }
+        if let f = inode.file, isProbe(r) {
+            // The page-cache probe: read-only, never counted as keeping the mount busy, never
+            // starting a shared page cache (but joining a live one, as the kernel requires).
+            return .success(openRegular(inode, flags: O_RDONLY, backingID: sharing?.liveBacking(inode.ino) ?? 0, probe: true))
+        }
         if accmode != O_RDONLY && options.readOnly { return .failure(.rofs) }
         // chattr +i: no opening for writing or truncating; +a: writing only to append.
         let fileFlags = inode.fileFlags
         let writes = accmode != O_RDONLY || flags & O_TRUNC != 0
         if fileFlags & FileFlags.immutable != 0 && writes { return .failure(.perm) }
         if fileFlags & FileFlags.append != 0 && writes && (flags & O_APPEND == 0 || flags & O_TRUNC != 0) { return .failure(.perm) }
+        // A file served from a shared page cache keeps its content while it is (ETXTBSY).
+        if writes, let sharing, let e = sharing.refuseChange(ino) { return .failure(e) }
         // O_TRUNC truncates whatever the access mode (O_RDONLY|O_TRUNC too, as on Linux: the
         // kernel has already checked write permission).
         if flags & O_TRUNC != 0, let f = inode.file {
@@ -50,7 +57,18 @@ extension MemoryFileSystem {
             inode.touch(m: true, c: true)
             if r.uid != 0 && inode.dropSuidSgid() { kernelCache?.invalidateAttributes([ino]) }
         }
+        if !writes, let sharing, let f = inode.file, let id = sharedBacking(inode, f, sharing) {
+            return .success(openRegular(inode, flags: flags, backingID: id))
+        }
         return .success(openReply(for: inode, flags: flags))
+    }
+
+    /// The backing id of the shared page cache for a read-only open of `inode`, or nil.
+    private func sharedBacking(_ inode: Inode, _ f: MergeableFile, _ sharing: ImmutableSharing) -> Int32? {
+        let t = engine.tunables
+        let eligible = inode.isImmutable && t.run != 2 && engine.isMergeable(f)
+        return sharing.open(ino: inode.ino, file: f, eligible: eligible, owner: t.mergeAcrossOwners ? nil : f.owner,
+                            openHandles: { inode.meta.withLock { inode.openHandles } })
     }
 
     public func read(_ r: Request, ino: UInt64, size: Int, offset: Int64, handle: UInt64, reply: consuming ReadReply) {
@@ -182,7 +200,7 @@ extension MemoryFileSystem {
     public func flush(_ r: Request, ino: UInt64, handle: UInt64) -> Errno? { .nosys }
     public func release(_ r: Request, ino: UInt64, handle: UInt64, flags: Int32) -> Errno? {
         let inode = inode(ino)
-        if FileHandle(raw: handle).isRegular { releaseRegular(inode, handle: handle); return nil }
+        if FileHandle(raw: handle).isRegular { releaseRegular(inode, ino: ino, handle: handle); return nil }
         if let inode, case .control(let cf) = inode.kind {
             if let stream = cf.stream { stream.release(handle) } else { cf.release(handle: handle) }
         }

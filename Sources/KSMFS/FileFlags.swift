@@ -71,13 +71,16 @@ extension MemoryFileSystem {
     private func apply(_ flags: UInt32, to inode: Inode) -> Result<[UInt8], Errno> {
         if flags & ~FileFlags.settable != 0 { return .failure(.opnotsupp) }
         if options.readOnly { return .failure(.rofs) }
+        var clearedImmutable = false
         let changed = inode.meta.withLock { () -> Bool in
             guard UInt32(inode.fsFlags) != flags else { return false }
+            if UInt32(inode.fsFlags) & FileFlags.immutable != 0 && flags & FileFlags.immutable == 0 { clearedImmutable = true }
             inode.fsFlags = UInt8(truncatingIfNeeded: flags)  // (settable flags are all below 0x100)
             inode.ctime = Clock.now()
             return true
         }
         if changed { kernelCache?.invalidateAttributes([inode.ino]) }  // the kernel keeps ctime long
+        if clearedImmutable { sharing?.immutableCleared(inode.ino) }
         return .success([])
     }
 }

@@ -22,6 +22,9 @@ public struct FileSystemOptions: Sendable {
     /// The uid that mounted the filesystem.
     public var mountOwner: uid_t = getuid()
     public var writebackCache = true
+    /// Identical immutable files share one page cache through FUSE passthrough
+    /// (`-o share_immutable`; the connection then has no writeback cache).
+    public var shareImmutable = false
     /// Where the filesystem is mounted (labels in ksm/metrics).
     public var mountpoint = ""
 
@@ -51,6 +54,12 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     var controlDirectory: Inode!
     /// Where cache invalidations go (the session's notifier thread); set before serving.
     public var kernelCache: KernelCache? { didSet { connectPageCacheDrop() } }
+    /// The session's backing files, for the shared page cache of identical immutable files.
+    public var backingFiles: BackingFiles? { didSet { sharing?.backing = backingFiles } }
+    /// Identical immutable files sharing one page cache, with `-o share_immutable`.
+    let sharing: ImmutableSharing?
+    /// Measures the page cache the kernel holds for the files (for metrics and status).
+    let probe = PageCacheProbe()
     /// How long the kernel may keep names, missing names and attributes without asking.
     /// ksmfs is the only writer of its namespace: every change but the few it makes on its
     /// own comes through the kernel, which updates or drops its copy, and for those few
@@ -66,6 +75,7 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     public init(options: FileSystemOptions, logger: Logger = Logger(label: "ksmfs")) {
         self.options = options
         self.logger = logger
+        sharing = options.shareImmutable ? ImmutableSharing(logger: logger) : nil
         let blocks = max(1, options.capacityBytes / BlockArena.pageSize)
         arena = BlockArena(capacityBlocks: blocks)
         engine = KSMEngine(arena: arena)
@@ -107,6 +117,11 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     }
 
     var usedInodes: Int { tableLock.withShared { inodeCount } }
+
+    /// Regular files the kernel holds a lookup reference on.
+    func inodesKernelHolds() -> [Inode] {
+        tableLock.withShared { table.values.filter { $0.lookups > 0 && $0.file != nil } }
+    }
 
     /// Inodes in use (the root counts) and bytes of data held (shared blocks once).
     public var contents: (inodes: Int, bytes: Int) { (usedInodes, arena.used * BlockArena.pageSize) }
@@ -179,6 +194,7 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
 
     private func discard(_ inode: Inode, trim: Bool) {
         if let f = inode.file {
+            sharing?.forget(inode.ino)
             engine.unregister(f)
             f.releaseAll()
         }
@@ -206,7 +222,18 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     public func connectionSettings() -> ConnectionSettings {
         var s = ConnectionSettings()
         s.writebackCache = options.writebackCache
+        s.passthrough = sharing != nil
         return s
+    }
+
+    public func passthroughDecided(_ decision: PassthroughDecision) {
+        switch decision {
+        case .on:
+            sharing?.enabled.store(true, ordering: .relaxed)
+            logger.info("share_immutable: identical immutable files share one page cache (FUSE passthrough; no writeback cache on this mount)")
+        case .off(let reason):
+            logger.notice("share_immutable is off: \(reason); the mount works as without it")
+        }
     }
 
     public func destroy() {

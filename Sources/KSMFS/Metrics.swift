@@ -77,6 +77,28 @@ extension ControlPlane {
         metric("capacity_bytes", "gauge", "Capacity (size=).", String(Int64(engine.arena.capacity) * Int64(BlockArena.pageSize)))
         metric("daemon_resident_bytes", "gauge", "Memory of the ksmfs daemon: its own resident memory plus the arena's pages.", String(ControlPlane.residentBytes(arena: engine.arena)))
         metric("page_cache_pages_dropped_total", "counter", "Pages of merged files dropped from the kernel's page cache.", String(pageCacheDropped()))
+        if let pc = pageCache() {
+            if let problem = pc.problem {
+                out += "# ksmfs_page_cache_bytes: not measured: \(problem)\n"
+            } else {
+                metric("page_cache_bytes", "gauge", "Page cache the kernel holds in the files' own caches (cachestat of each file, measured at most every \(Int(PageCacheProbe.interval)) s; shared page cache not included).", String(Int64(pc.pages) * Int64(BlockArena.pageSize)))
+                metric("page_cache_files_probed", "gauge", "Files measured (the largest \(PageCacheProbe.maxFiles) of those the kernel holds).", String(pc.filesProbed))
+                metric("page_cache_files_held", "gauge", "Files with data the kernel holds.", String(pc.candidates))
+                metric("page_cache_measured_timestamp_seconds", "gauge", "When it was measured (Unix time).", String(pc.finishedAtUnix))
+                metric("page_cache_probe_seconds", "gauge", "Time the measurement took.", String(pc.seconds))
+            }
+        }
+        let shared = sharedCache()
+        metric("share_immutable", "gauge", "1 when identical immutable files share one page cache (-o share_immutable, and the kernel allows it).", shared == nil ? "0" : "1")
+        if let s = shared {
+            metric("shared_groups", "gauge", "Contents held by two or more immutable files that share one page cache.", String(s.groups))
+            metric("shared_group_files", "gauge", "Files in those groups.", String(s.members))
+            metric("shared_cache_bytes", "gauge", "Bytes of the shared page cache now (one copy per content in use, in shared memory).", String(s.backedBytes))
+            metric("shared_opens", "gauge", "Opens served from the shared page cache now.", String(s.opens))
+            metric("shared_cache_saved_bytes", "gauge", "Page cache the files in use would hold on their own, beyond the one shared copy.", String(s.savedBytes))
+            metric("shared_opens_total", "counter", "Opens served from the shared page cache since mount.", String(s.opensTotal))
+            metric("shared_cache_fills_total", "counter", "Times a content was copied into the shared page cache (a first open while none of its files was in use).", String(s.fillsTotal))
+        }
         requestMetrics(RequestStats.now(), mountpointLabel: "mountpoint=\"\(mountpoint.replacingBackslashesAndQuotes())\"", into: &out)
         let advice = engine.lastAdvice
         metric("advisor_last_pages_to_scan", "gauge", "The advisor's last pages_to_scan.", String(advice.pagesToScan))

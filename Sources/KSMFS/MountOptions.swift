@@ -50,6 +50,7 @@ public struct MountOptions {
         var logFile: String?, pidFile: String?
         var readahead: Int?
         var oomScoreAdj = -1000
+        var writebackGiven = false
         for word in words where !word.isEmpty {
             let parts = word.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = String(parts[0])
@@ -107,8 +108,10 @@ public struct MountOptions {
                 oomScoreAdj = n
             case "log": logFile = try need()
             case "pidfile": pidFile = try need()
-            case "writeback_cache": fs.writebackCache = true
+            case "writeback_cache": fs.writebackCache = true; writebackGiven = true
             case "no_writeback_cache": fs.writebackCache = false
+            case "share_immutable": fs.shareImmutable = true
+            case "no_share_immutable": fs.shareImmutable = false
             default:
                 if ignored.contains(key) || key.hasPrefix("x-") || key.hasPrefix("comment=") { continue }
                 if passThrough.contains(key) && value == nil {
@@ -124,6 +127,9 @@ public struct MountOptions {
                     throw Invalid(description: "unknown option '\(word)' (see ksmfs --help)")
                 }
             }
+        }
+        if fs.shareImmutable && writebackGiven && fs.writebackCache {
+            throw Invalid(description: "share_immutable and writeback_cache exclude each other (the kernel passes files through only on a connection without the writeback cache)")
         }
         fuse += ["default_permissions", "auto_unmount"]
         if !hasFsname { fuse.append("fsname=ksmfs") }

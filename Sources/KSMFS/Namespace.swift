@@ -305,6 +305,7 @@ extension MemoryFileSystem {
         }
         if let size = change.size {
             guard let f = inode.file else { return .failure(inode.isDirectory ? .isdir : .inval) }
+            if let sharing, let e = sharing.refuseChange(ino) { return .failure(e) }
             let old = f.size
             do { try f.truncate(to: Int64(bitPattern: size)) } catch {
                 return .failure(MemoryFileSystem.errno(error))

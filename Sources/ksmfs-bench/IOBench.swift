@@ -11,6 +11,7 @@ struct IOBench {
     let fileBytes: Int
     let repetitions: Int
     let smallFiles: Int
+    var ksmfsOptions = ""
 
     typealias Case = (name: String, unit: String, run: (String) -> Double)
 
@@ -147,7 +148,7 @@ struct IOBench {
 
     func run() {
         let size = "size=\(fileBytes * 2 + (256 << 20))"
-        let mounts = [BenchMount(ksmfs: size), BenchMount(reference: ()), BenchMount(tmpfs: size)]
+        let mounts = [BenchMount(ksmfs: size + (ksmfsOptions.isEmpty ? "" : "," + ksmfsOptions)), BenchMount(reference: ()), BenchMount(tmpfs: size)]
         defer { for m in mounts { m.close() } }
         var results: [String: [String: [Double]]] = [:]
         let all = cases()
@@ -160,7 +161,8 @@ struct IOBench {
             }
             for m in mounts { unlink(m.path + "/io.dat") }
         }
-        print("ksmfs-bench io: \(fileBytes >> 20) MiB file, \(smallFiles) small files, \(repetitions) repetitions, order rotating")
+        print("ksmfs-bench io: \(fileBytes >> 20) MiB file, \(smallFiles) small files, \(repetitions) repetitions, order rotating"
+              + (ksmfsOptions.isEmpty ? "" : ", ksmfs mounted with -o \(ksmfsOptions)"))
         print("reference = a minimal C libfuse in-memory filesystem with ksmfs's kernel settings (CReferenceFS)")
         func range(_ v: [Double], _ digits: Int) -> String {
             let st = Stats(values: v)

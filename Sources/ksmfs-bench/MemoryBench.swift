@@ -97,7 +97,7 @@ struct MemoryBench {
     var copies = 6
     var mib = 256
     var repetitions = 3
-    var systems = ["tmpfs", "kernel", "ksmfs"]
+    var systems = ["tmpfs", "kernel", "ksmfs", "ksmfs-share"]
     var scenarios = MemoryScenario.allCases
     var mergeTimeout = 600.0
     var settleSeconds = 4
@@ -202,8 +202,9 @@ struct MemoryBench {
         return true
     }
 
-    func runKsmfs() -> [MemorySample] {
-        let m = BenchMount(ksmfs: "size=\(copies * mib * 2 + 256)m")  // room for the writeback reserve
+    /// `share`: mounted with share_immutable (the system "ksmfs-share").
+    func runKsmfs(share: Bool = false) -> [MemorySample] {
+        let m = BenchMount(ksmfs: "size=\(copies * mib * 2 + 256)m" + (share ? ",share_immutable" : ""))  // room for the writeback reserve
         defer { m.close() }
         kernelGuardDaemonPid = m.pid
         defer { kernelGuardDaemonPid = 0 }
@@ -216,7 +217,7 @@ struct MemoryBench {
         ctl.set("run", "1")
         let merged = waitMerged(ctl, want: Int64((copies - 1) * pages), passes: 2)
         ctl.set("run", "0")
-        var samples = fileScenarios("ksmfs", paths, base: base, daemon: { m.memoryKiB() - daemonBase })
+        var samples = fileScenarios(share ? "ksmfs-share" : "ksmfs", paths, base: base, daemon: { m.memoryKiB() - daemonBase })
         if !merged { samples = samples.map { var s = $0; s.note = "not fully merged in \(Int(mergeTimeout)) s"; return s } }
         for p in paths { unlink(p) }
         return samples
@@ -258,6 +259,7 @@ struct MemoryBench {
                 switch system {
                 case "tmpfs": all += runTmpfs()
                 case "kernel": all += runKernel()
+                case "ksmfs-share": all += runKsmfs(share: true)
                 default: all += runKsmfs()
                 }
             }
@@ -342,7 +344,7 @@ struct MemoryBench {
                 func med(_ f: (MemorySample) -> Int) -> String { fmt(Stats(values: xs.map { ratio(f($0)) }).median) }
                 rows.append([s.title, system, "\(fmt(used.min)) / \(fmt(used.median)) / \(fmt(used.max))",
                              med { $0.growth.cached }, med { $0.growth.shmem }, med { $0.growth.mapped }, med { $0.growth.anon },
-                             system == "ksmfs" ? med { $0.daemonKiB } : "-"])
+                             system.hasPrefix("ksmfs") ? med { $0.daemonKiB } : "-"])
                 chart.append(("\(s.rawValue) \(system)", used.median))
                 for n in Set(xs.map(\.note)) where !n.isEmpty { notes.append("\(s.rawValue) \(system): \(n)") }
             }
@@ -353,7 +355,7 @@ struct MemoryBench {
         let top = max(Double(copies) + 1, chart.map(\.1).max() ?? 1)
         for (label, v) in chart {
             let bar = String(repeating: "#", count: max(0, Int((v / top * 50).rounded())))
-            print("  \(pad(label, 10)) \(pad(bar, 50)) \(fmt(v))x")
+            print("  \(pad(label, 14)) \(pad(bar, 50)) \(fmt(v))x")
         }
         if !jsonPath.isEmpty { writeJSON(all, seconds: seconds) }
     }
@@ -384,12 +386,13 @@ extension Bench {
                 MemTotal - MemFree, Cached, Shmem and Mapped, and the daemon's memory, as multiples \
                 of the unique data, min/median/max over repetitions, for four scenarios: (a) nobody \
                 uses the copies, (b) N processes read() them, (c) N processes mmap them and touch \
-                every page, (d) as (c) after chattr +i. The kernel's KSM settings are restored after.
+                every page, (d) as (c) after chattr +i. ksmfs-share is ksmfs mounted with \
+                share_immutable (identical immutable files share one page cache). The kernel's KSM settings are restored after.
                 """)
         @Option(help: "Copies of the file.") var copies = 6
         @Option(help: "Size of the file in MiB.") var mib = 256
         @Option(help: "Repetitions (the order of systems alternates).") var repetitions = 3
-        @Option(help: "Systems, comma separated: tmpfs, kernel, ksmfs.") var systems = "tmpfs,kernel,ksmfs"
+        @Option(help: "Systems, comma separated: tmpfs, kernel, ksmfs, ksmfs-share (mounted with share_immutable).") var systems = "tmpfs,kernel,ksmfs,ksmfs-share"
         @Option(help: "Scenarios, comma separated: a, b, c, d.") var scenarios = "a,b,c,d"
         @Option(help: "Seconds a merge may take.") var timeout = 600.0
         @Option(help: "JSON output (none when empty).") var json = ""
@@ -403,8 +406,8 @@ extension Bench {
             if !(timeout > 0 && timeout <= 86_400) { throw ValidationError("--timeout must be between 0 and 86400 seconds") }
             if settle < 0 || settle > 60 { throw ValidationError("--settle must be between 0 and 60 seconds") }
             if smallFiles < 0 || smallFiles > 10_000_000 { throw ValidationError("--small-files must be between 0 and 10000000") }
-            for s in systems.split(separator: ",") where !["tmpfs", "kernel", "ksmfs"].contains(String(s)) {
-                throw ValidationError("--systems: unknown system \(s) (tmpfs, kernel, ksmfs)")
+            for s in systems.split(separator: ",") where !["tmpfs", "kernel", "ksmfs", "ksmfs-share"].contains(String(s)) {
+                throw ValidationError("--systems: unknown system \(s) (tmpfs, kernel, ksmfs, ksmfs-share)")
             }
             for s in scenarios.split(separator: ",") where MemoryScenario(rawValue: String(s)) == nil {
                 throw ValidationError("--scenarios: unknown scenario \(s) (a, b, c, d)")

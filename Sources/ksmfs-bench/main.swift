@@ -20,7 +20,8 @@ struct Bench: ParsableCommand {
         @Option(help: "File size in MiB.") var mib = 1024
         @Option(help: "Repetitions.") var repetitions = 3
         @Option(help: "Small files for create/stat/unlink.") var files = 10_000
-        func run() { IOBench(fileBytes: mib << 20, repetitions: repetitions, smallFiles: files).run() }
+        @Option(help: "More ksmfs mount options, comma separated (e.g. share_immutable).") var ksmfsOptions = ""
+        func run() { IOBench(fileBytes: mib << 20, repetitions: repetitions, smallFiles: files, ksmfsOptions: ksmfsOptions).run() }
     }
 
     struct ReferenceFS: ParsableCommand {

@@ -93,6 +93,13 @@ struct MountCommand: ParsableCommand {
 
         var fsOptions = parsed.filesystem
         fsOptions.mountpoint = absolute
+        if fsOptions.shareImmutable, let why = BackingFiles.privilegeProblem() {
+            // Said once, here; the mount goes on as without the option (writeback cache on).
+            let line = "share_immutable is off: \(why); the mount works as without it"
+            if daemon { writeStderr("ksmfs: notice: \(line)\n") }
+            logger.notice("\(line)")
+            fsOptions.shareImmutable = false
+        }
         if let why = MemoryFileSystem.reservationError(capacityBytes: fsOptions.capacityBytes) { fail(why) }
         let fs = MemoryFileSystem(options: fsOptions, logger: logger)
         if let spec = getenv("KSMFS_FAULTS") {
@@ -110,6 +117,7 @@ struct MountCommand: ParsableCommand {
             if parsed.readahead != nil { logger.warning(message) } else { logger.debug(message) }
         }
         fs.kernelCache = session.kernelCache
+        fs.backingFiles = session.backingFiles
         if fsOptions.writebackCache {
             // The kernel holds a writer's data in its page cache before ksmfs sees it: cap that
             // and keep a reserve for it (see Capacity.swift).

@@ -169,10 +169,34 @@ enum Metrics {
           rates     scanned \(f(d["scanned_per_second"]!, 0))/s  merged \(f(d["merged_per_second"]!, 0))/s  copy-on-write \(f(d["cow_per_second"]!, 0))/s  scanner CPU \(f(d["scanner_cpu_percent"]!))%
           pass      #\(int(a, "full_scans") ) [\(bar)] \(f((d["pass_progress"] ?? 0) * 100, 0))%  \(int(a, "pass_pages_done"))/\(int(a, "pass_pages_total")) pages  last pass \(f(a["last_pass_seconds"] ?? 0, 2)) s
           memory    \(bytes(a["logical_bytes"] ?? 0)) of data in \(bytes(a["physical_bytes"] ?? 0)) (dedup \(f(d["dedup_ratio"]!, 2))x)  saved \(bytes(d["saved_bytes"]!))  general_profit \(bytes(a["general_profit"] ?? 0))
-                    daemon memory \(bytes(a["daemon_resident_bytes"] ?? 0))  capacity \(bytes(a["capacity_bytes"] ?? 0))
+                    daemon memory \(bytes(a["daemon_resident_bytes"] ?? 0))  capacity \(bytes(a["capacity_bytes"] ?? 0))  on tmpfs: \(bytes(a["logical_bytes"] ?? 0))
+          page cache \(pageCacheLine(a))
           requests  \(requestLine(a, b, dt))
           advisor   \(advisor)
         """
+    }
+
+    static func unixNow() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// What the kernel's page cache holds for the mount: the files' own caches (measured by
+    /// the daemon), what was dropped, and the shared page cache of identical immutable files.
+    static func pageCacheLine(_ a: [String: Double]) -> String {
+        var s: String
+        if let held = a["page_cache_bytes"] {
+            let probed = Int64(a["page_cache_files_probed"] ?? 0), files = Int64(a["page_cache_files_held"] ?? 0)
+            s = "\(bytes(held)) in the files' own caches (\(probed == files ? "\(files) files" : "\(probed) largest of \(files) files"), \(f(max(0, unixNow() - (a["page_cache_measured_timestamp_seconds"] ?? 0)), 0)) s ago)"
+        } else {
+            s = "files' own caches not measured yet (the daemon measures them as root)"
+        }
+        s += "  dropped \(bytes((a["page_cache_pages_dropped_total"] ?? 0) * 4096))"
+        if (a["share_immutable"] ?? 0) == 1 {
+            s += "\n           shared \(bytes(a["shared_cache_bytes"] ?? 0)) for \(int(a, "shared_groups")) groups of \(int(a, "shared_group_files")) identical immutable files (\(int(a, "shared_opens")) opens), saving \(bytes(a["shared_cache_saved_bytes"] ?? 0))"
+        }
+        return s
     }
 
     static func json(_ mnt: String, _ a: [String: Double], _ b: [String: Double], _ dt: Double) -> String {

@@ -26,6 +26,25 @@ int cfuse_session_loop_mt(struct fuse_session *se, unsigned max_threads, int clo
  * Call after fuse_session_mount. Returns 0 on success. */
 int cfuse_enable_killpriv_v2(struct fuse_session *se);
 
+/* FUSE passthrough (kernel 6.9+, root): whether the kernel's INIT offered it (-1 before INIT),
+ * asking for it in the INIT reply (from the init callback; never with the writeback cache),
+ * whether that reply asked, an OPEN reply whose reads and mmaps go to the backing file
+ * `backing_id`, and the backing files themselves (an id > 0, or -errno). */
+int cfuse_kernel_offers_passthrough(void);
+void cfuse_want_passthrough(int on);
+int cfuse_passthrough_enabled(void);
+int cfuse_reply_open_backing(fuse_req_t req, const struct fuse_file_info *fi, int32_t backing_id);
+int cfuse_backing_open(struct fuse_session *se, int fd);
+int cfuse_backing_close(struct fuse_session *se, int32_t id);
+/* Pages of FUSE node `nodeid` in the kernel's page cache (cachestat of a descriptor opened by
+ * handle on the mount of `mount_fd`, which sends an OPEN and a RELEASE), or -errno. Never from
+ * a request handler: the open waits for one. */
+long cfuse_cached_pages(int mount_fd, uint64_t nodeid, uint32_t generation);
+/* The calling thread's id (the pid a FUSE request carries for it). */
+int cfuse_gettid(void);
+/* 1 if CAP_SYS_ADMIN is in the effective set, 0 if not, -1 if that cannot be told. */
+int cfuse_has_cap_sys_admin(void);
+
 /* Requests seen since the session started, by opcode (index 0: opcodes unknown here): counts,
  * total nanoseconds from request to reply, and replies per latency bucket (bucket b: under
  * 2^b microseconds; the last one open-ended), buckets[op * CFUSE_BUCKETS + b]. */
