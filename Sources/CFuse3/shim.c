@@ -34,6 +34,17 @@ static uint64_t cfuse_buckets[CFUSE_OPCODES][CFUSE_BUCKETS];
 static __thread uint64_t cfuse_t_unique;
 static __thread long long cfuse_t_start;
 static __thread uint32_t cfuse_t_opcode;
+/* Requests caused by one of the daemon's own threads (the page-cache probe), counted apart. */
+static _Atomic int cfuse_own_tid;
+static _Atomic uint64_t cfuse_own_requests;
+
+void cfuse_set_own_thread(int tid) { cfuse_own_tid = tid; }
+uint64_t cfuse_own_request_count(void) { return cfuse_own_requests; }
+void cfuse_reattribute_request(uint32_t opcode) {
+    if (opcode >= CFUSE_OPCODES) return;
+    __atomic_sub_fetch(&cfuse_counts[opcode], 1, __ATOMIC_RELAXED);
+    cfuse_own_requests++;
+}
 
 static long long cfuse_now_ns(void) {
     struct timespec ts;
@@ -119,6 +130,12 @@ static ssize_t cfuse_read(int fd, void *buf, size_t len, void *userdata) {
             cfuse_kernel_flags2_seen = 1 + offers;
         }
         if (opcode >= CFUSE_OPCODES) opcode = 0;  /* CUSE_INIT and unknown ones: "other" */
+        uint32_t pid = 0;
+        if (n >= 40) memcpy(&pid, (const char *)buf + 32, 4);   /* fuse_in_header.pid */
+        if (pid != 0 && (int)pid == cfuse_own_tid) {
+            cfuse_own_requests++;
+            return n;
+        }
         __atomic_add_fetch(&cfuse_counts[opcode], 1, __ATOMIC_RELAXED);
         /* FORGET (2) and BATCH_FORGET (42) get no reply. */
         if (opcode != 2 && opcode != 42) {

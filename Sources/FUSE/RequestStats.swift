@@ -25,6 +25,13 @@ public struct RequestStats: Sendable {
 
     public var total: UInt64 { operations.reduce(0) { $0 + $1.count } }
 
+    /// Requests the daemon caused itself (its page-cache probe), left out of the figures.
+    public static var ownRequests: UInt64 { cfuse_own_request_count() }
+    /// Requests from thread `tid` are the daemon's own from now on (0: none).
+    public static func countAsOwn(thread tid: Int32) { cfuse_set_own_thread(tid) }
+    /// A RELEASE that was the daemon's own (it carries no caller to tell by).
+    public static func releaseWasOwn() { cfuse_reattribute_request(18) }
+
     public static func now() -> RequestStats {
         let n = Int(CFUSE_OPCODES), b = bucketCount
         var counts = [UInt64](repeating: 0, count: n), sums = [UInt64](repeating: 0, count: n)

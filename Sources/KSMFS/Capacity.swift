@@ -119,7 +119,7 @@ extension MemoryFileSystem {
 
     /// A regular file's handle is closed (its inode may already be gone from the table).
     func releaseRegular(_ inode: Inode?, ino: UInt64, handle: UInt64) {
-        if !FileHandle(raw: handle).probe { Session.handleClosed() }
+        if FileHandle(raw: handle).probe { RequestStats.releaseWasOwn() } else { Session.handleClosed() }
         if let inode {
             let cached = FileHandle(raw: handle).cachedWriter
             let dropNow = inode.meta.withLock { () -> Bool in

@@ -86,6 +86,7 @@ extension ControlPlane {
                 metric("page_cache_files_held", "gauge", "Files with data the kernel holds.", String(pc.candidates))
                 metric("page_cache_measured_timestamp_seconds", "gauge", "When it was measured (Unix time).", String(pc.finishedAtUnix))
                 metric("page_cache_probe_seconds", "gauge", "Time the measurement took.", String(pc.seconds))
+                metric("page_cache_probe_requests_total", "counter", "Requests the measurements caused (not in ksmfs_fuse_requests_total).", String(RequestStats.ownRequests))
             }
         }
         let shared = sharedCache()

@@ -97,7 +97,7 @@ final class BenchMount {
     init(reference: Void) {
         kind = "reference"
         path = BenchMount.tempDir("reference")
-        pid = BenchMount.startDaemon("\(selfExecutable()) reference-fs \(path)", at: path, log: "/tmp/ksmfs-bench-reference.log")
+        pid = BenchMount.startDaemon("KSMFS_REF_STATS=\(BenchMount.referenceStats) \(selfExecutable()) reference-fs \(path)", at: path, log: "/tmp/ksmfs-bench-reference.log")
         if let why = MountTable.setReadahead(bytes: MountOptions.defaultReadahead, of: path) { fail("reference read-ahead: \(why)") }
     }
 
@@ -120,6 +120,9 @@ final class BenchMount {
         path = BenchMount.tempDir("tmpfs")
         if sh("mount -t tmpfs -o \(options) tmpfs \(path)") != 0 { fail("cannot mount tmpfs (root needed)") }
     }
+
+    /// Where the reference filesystem counts its requests by opcode (64 u64).
+    static let referenceStats = "/tmp/ksmfs-bench-reference.stats"
 
     static func tempDir(_ tag: String) -> String {
         var template = Array("/tmp/ksmfs-bench-\(tag)-XXXXXX".utf8CString)

@@ -12,7 +12,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ksmfs-bench",
         abstract: "Benchmarks for ksmfs, printed as ratios measured in one run.",
-        subcommands: [IO.self, Engine.self, Latency.self, Compare.self, Memory.self, AnonHold.self, PageUserCommand.self, ReferenceFS.self])
+        subcommands: [IO.self, Tree.self, Engine.self, Latency.self, Compare.self, Memory.self, AnonHold.self, PageUserCommand.self, ReferenceFS.self])
 
     struct IO: ParsableCommand {
         static let configuration = CommandConfiguration(

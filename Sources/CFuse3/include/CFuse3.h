@@ -51,6 +51,11 @@ int cfuse_has_cap_sys_admin(void);
 #define CFUSE_OPCODES 64
 #define CFUSE_BUCKETS 16
 void cfuse_request_stats(uint64_t *counts, uint64_t *sum_ns, uint64_t *buckets);
+/* Requests from thread `tid` of the daemon itself (0: none) are counted apart, not by opcode;
+ * a request that carries no caller (an asynchronous RELEASE) can be moved there afterwards. */
+void cfuse_set_own_thread(int tid);
+uint64_t cfuse_own_request_count(void);
+void cfuse_reattribute_request(uint32_t opcode);
 
 /* FUSE_NOTIFY_INVAL_INODE (off < 0: attributes only). Never from a request handler. */
 int cfuse_notify_inval_inode(struct fuse_session *se, uint64_t ino, int64_t off, int64_t len);
