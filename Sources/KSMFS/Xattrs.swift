@@ -143,7 +143,9 @@ extension MemoryFileSystem {
         guard let inode = inode(ino) else { return .failure(.noent) }
         var names = inode.meta.withLock { Array(inode.xattrs.keys) }
         if r.uid != 0 { names.removeAll { $0.hasPrefix("trusted.") } }
-        if inode.file != nil { names.append(MemoryFileSystem.mergeableXattr) }
+        // Listed only where it is not the mount's default (an opt-out): tools that copy xattrs
+        // (cp -a, rsync -X, tar --xattrs) then carry opt-outs over and cost nothing otherwise.
+        if let f = inode.file, engine.isMergeable(f) != options.mergeByDefault { names.append(MemoryFileSystem.mergeableXattr) }
         var out: [UInt8] = []
         for n in names.sorted(by: { $0.bytes.lexicographicallyPrecedes($1.bytes) }) { out += n.bytes; out.append(0) }
         return .success(.data(out))

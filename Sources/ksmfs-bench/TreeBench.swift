@@ -230,7 +230,7 @@ struct TreeBench {
         func stat3(_ v: [Double], _ d: Int = 2) -> String { let s = Stats(values: v); return "\(fmt(s.min, d)) / \(fmt(s.median, d)) / \(fmt(s.max, d))" }
         for (i, step) in TreeBench.steps.enumerated() {
             var row = [step.name]
-            for s in systems { row.append(stat3(results[s]!.map { $0[i].seconds })) }
+            for s in systems { row.append(stat3(results[s]!.map { $0[i].seconds }, 3)) }
             for s in systems where s != "tmpfs" {
                 if let t = results["tmpfs"] {
                     row.append(stat3(zip(results[s]!, t).map { $0[i].seconds / max(1e-9, $1[i].seconds) }, 1))
@@ -245,10 +245,13 @@ struct TreeBench {
             rows.append(row)
         }
         printTable(header, rows)
+        print("\nRequests per file by operation (first repetition; under 0.01 left out):")
         for s in systems where s != "tmpfs" {
-            guard let first = results[s]?.first?.first else { continue }
-            let ops = first.byOp.sorted { $0.value > $1.value }.map { "\($0.key) \(fmt($0.value / Double(tree.files), 2))" }
-            print("\(s), tar x, requests per file by operation (first repetition): " + ops.joined(separator: ", "))
+            guard let first = results[s]?.first else { continue }
+            for (i, step) in TreeBench.steps.enumerated() {
+                let ops = first[i].byOp.filter { $0.value / Double(tree.files) >= 0.01 }.sorted { $0.value > $1.value }
+                print("\(s), \(step.name): " + ops.map { "\($0.key) \(fmt($0.value / Double(tree.files), 2))" }.joined(separator: ", "))
+            }
         }
     }
 }

@@ -69,8 +69,15 @@ def test_every_new_file_is_mergeable_1_and_getfattr_shows_it(mounted):
         f = os.path.join(w, "f")
         write_file(f, b"x")
         assert mergeable(f) == b"1"
-        out = subprocess.run(["getfattr", "-d", f], capture_output=True, text=True, check=True).stdout
+        # Asked by name it is there; the listing (getfattr -d) shows it only as an opt-out.
+        out = subprocess.run(["getfattr", "-n", "user.ksm.mergeable", f], capture_output=True, text=True, check=True).stdout
         assert 'user.ksm.mergeable="1"' in out, out
+        out = subprocess.run(["getfattr", "-d", f], capture_output=True, text=True, check=True).stdout
+        assert "user.ksm" not in out, out
+        setfattr(f, "0")
+        out = subprocess.run(["getfattr", "-d", f], capture_output=True, text=True, check=True).stdout
+        assert 'user.ksm.mergeable="0"' in out, out
+        setfattr(f, "1")
         out = subprocess.run(["getfattr", "-n", "user.ksm.mergeable", "--only-values", f],
                              capture_output=True, text=True, check=True).stdout
         assert out == "1"
@@ -232,3 +239,28 @@ def test_per_file_figures_add_up_to_the_global_counters_and_directories_sum_thei
         root = figures(m.path)
         assert root["ksm_rmap_items"] == items
         assert root["ksm_merging_pages"] == g["pages_shared"] + g["pages_sharing"]
+
+
+def test_mergeable_is_listed_only_as_an_opt_out_which_cp_a_carries_over(d):
+    # A file at the mount's default lists no user.ksm.* (as on tmpfs, cp -a and rsync -X copy
+    # nothing and ask nothing); an opted-out file lists user.ksm.mergeable, so cp -a keeps the
+    # opt-out; removing the attribute restores the default and the name leaves the list.
+    f = os.path.join(d, "f")
+    write_file(f, b"x" * PAGE)
+    assert [n for n in os.listxattr(f) if n.startswith("user.ksm.")] == []
+    assert mergeable(f) == b"1"
+    setfattr(f, "0")
+    assert "user.ksm.mergeable" in os.listxattr(f)
+    subprocess.run(["cp", "-a", f, os.path.join(d, "copy")], check=True)
+    assert mergeable(os.path.join(d, "copy")) == b"0"
+    subprocess.run(["cp", "-a", os.path.join(d, "copy"), os.path.join(d, "copy2")], check=True)
+    assert mergeable(os.path.join(d, "copy2")) == b"0"
+    subprocess.run(["setfattr", "-x", "user.ksm.mergeable", f], check=True)
+    assert mergeable(f) == b"1"
+    assert "user.ksm.mergeable" not in os.listxattr(f)
+    plain = os.path.join(d, "plain")
+    write_file(plain, b"y")
+    r = subprocess.run(["strace", "-f", "-e", "trace=fgetxattr,fsetxattr", "cp", "-a", plain, os.path.join(d, "plain2")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "user.ksm" not in r.stderr, r.stderr

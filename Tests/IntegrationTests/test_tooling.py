@@ -701,7 +701,7 @@ def test_bench_memory_reports_what_copies_cost_the_machine_on_tmpfs_and_ksmfs(tm
     bench = os.path.join(REPO_ROOT, ".build", "release", "ksmfs-bench")
     out = tmp_path / "memory.json"
     r = subprocess.run([bench, "memory", "--mib", "16", "--copies", "4", "--repetitions", "1",
-                        "--systems", "tmpfs,ksmfs", "--settle", "1", "--json", str(out)],
+                        "--systems", "tmpfs,ksmfs,ksmfs-share", "--settle", "1", "--json", str(out)],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     for scenario in ("(a) written, merged, unused", "(b) N processes read() their copy",
@@ -717,7 +717,39 @@ def test_bench_memory_reports_what_copies_cost_the_machine_on_tmpfs_and_ksmfs(tm
     assert 3.8 <= ratio("tmpfs", "c", "mapped_kib") <= 4.3, samples[("tmpfs", "c")]
     # ksmfs: the copies, plus what the daemon has mapped of its arena (at most 32 MiB).
     assert 3.8 <= ratio("ksmfs", "c", "mapped_kib") <= 4.3 + 2, samples[("ksmfs", "c")]
+    # share_immutable: the 4 immutable copies in use hold one page cache (plus the arena's copy),
+    # where they hold 4 without it (16 MiB files: a few MiB of other cache are noise here).
+    assert ratio("ksmfs", "d", "cached_kib") >= 4.5, samples[("ksmfs", "d")]
+    assert 1.8 <= ratio("ksmfs-share", "d", "cached_kib") <= ratio("ksmfs", "d", "cached_kib") - 1.8, \
+        (samples[("ksmfs-share", "d")], samples[("ksmfs", "d")])
     assert "MemTotal-MemFree growth, median" in r.stdout
+    with open("/proc/mounts") as f:
+        assert "ksmfs-bench-" not in f.read()
+
+
+def test_bench_tree_runs_real_tools_on_tmpfs_the_reference_and_ksmfs(tmp_path):
+    # `ksmfs-bench tree` unpacks a tarball (here a seeded synthetic tree of 400 entries, every
+    # 50th a symlink) on each system, copies, walks, lists, reads and removes it with the real
+    # tools, and reports times, ratios, requests per file and CPU per request for both FUSE
+    # daemons (the reference counts its own requests).
+    bench = os.path.join(REPO_ROOT, ".build", "release", "ksmfs-bench")
+    r = subprocess.run([bench, "tree", "--synthetic", "400", "--repetitions", "1", "--tarball", str(tmp_path / "tree.tar")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ksmfs-bench tree: 392 files" in r.stdout, r.stdout
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in r.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| step")]
+    assert [row[0] for row in rows] == ["tar x", "cp -a", "find -printf %s", "ls -lR", "read all (cold)", "rm -rf"], r.stdout
+    for row in rows:
+        for cell in row[1:6]:
+            low, mid, high = (float(x) for x in cell.split(" / "))
+            assert 0 <= low <= mid <= high and high > 0 or cell == row[1], row
+    tar = rows[0]
+    # reference req/file, CPU, ksmfs req/file, CPU: an unpack costs several requests a file.
+    assert float(tar[6]) >= 4 and float(tar[8]) >= 4, tar
+    assert re.search(r"^ksmfs, tar x: .*create 1\.00", r.stdout, re.M), r.stdout
+    assert re.search(r"^reference, tar x: .*create 1\.00", r.stdout, re.M), r.stdout
+    assert re.search(r"^ksmfs, rm -rf: .*unlink 2\.0", r.stdout, re.M), r.stdout  # both copies
     with open("/proc/mounts") as f:
         assert "ksmfs-bench-" not in f.read()
 
