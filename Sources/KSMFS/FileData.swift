@@ -35,7 +35,7 @@ extension MemoryFileSystem {
             return .success(reply)
         }
         if inode.isDirectory && accmode != O_RDONLY { return .failure(.isdir) }
-        if let f = inode.file, isProbe(r) {
+        if inode.file != nil, isProbe(r) {
             // The page-cache probe: read-only, never counted as keeping the mount busy, never
             // starting a shared page cache (but joining a live one, as the kernel requires).
             return .success(openRegular(inode, flags: O_RDONLY, backingID: sharing?.liveBacking(inode.ino) ?? 0, probe: true))
