@@ -63,12 +63,18 @@ sanitize: deps
 soak: build
 	python3 tools/soak.py --seconds 600
 
-# Puts ksmfs in PATH so `mount -t fuse.ksmfs none /mnt -o size=4g` and /etc/fstab lines
-# work through mount.fuse3 (util-linux falls back from mount.fuse.ksmfs to mount.fuse).
+# Installs ksmfs in PREFIX/bin and the mount helper mount.fuse.ksmfs, so that
+# `mount -t fuse.ksmfs none /mnt -o size=4g` and /etc/fstab lines work: mount(8) runs
+# /sbin/mount.fuse.ksmfs, which runs mount.fuse3 with PREFIX/bin first in its PATH. The helper
+# goes to /usr/sbin (where mount(8) looks) for PREFIX /usr/local or /usr, else to PREFIX/sbin:
+# nothing is written outside PREFIX then (set SBINDIR to choose).
 PREFIX ?= /usr/local
+SBINDIR ?= $(if $(filter /usr/local /usr,$(PREFIX)),/usr/sbin,$(PREFIX)/sbin)
 install: build
+	install -d $(PREFIX)/bin $(SBINDIR)
 	install -m 0755 $(BIN) $(PREFIX)/bin/ksmfs
-	@[ -e /sbin/mount.fuse ] || [ -e /usr/sbin/mount.fuse ] || ln -sf "$$(command -v mount.fuse3)" /usr/sbin/mount.fuse
+	printf '#!/bin/sh\n# mount -t fuse.ksmfs: mount.fuse3 with ksmfs (from $(PREFIX)/bin) on its PATH\nPATH="$(PREFIX)/bin:$$PATH" exec mount.fuse3 "$$@"\n' > $(SBINDIR)/mount.fuse.ksmfs
+	chmod 0755 $(SBINDIR)/mount.fuse.ksmfs
 
 clean:
 	rm -rf .build

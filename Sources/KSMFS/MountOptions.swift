@@ -42,7 +42,8 @@ public struct MountOptions {
     }
 
     /// Parses `-o` option words (already split on commas).
-    public static func parse(_ words: [String]) throws(Invalid) -> MountOptions {
+    /// `asRoot`: mounted by root (shared with other users unless `private`).
+    public static func parse(_ words: [String], asRoot: Bool = geteuid() == 0) throws(Invalid) -> MountOptions {
         let ram = physicalMemory
         var fs = FileSystemOptions(capacityBytes: ram / 2, maxInodes: max(1024, ram / 4096 / 2))
         var fuse: [String] = []
@@ -51,6 +52,7 @@ public struct MountOptions {
         var readahead: Int?
         var oomScoreAdj = -1000
         var writebackGiven = false
+        var isPrivate = false, othersGiven = false
         for word in words where !word.isEmpty {
             let parts = word.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = String(parts[0])
@@ -110,6 +112,7 @@ public struct MountOptions {
             case "pidfile": pidFile = try need()
             case "writeback_cache": fs.writebackCache = true; writebackGiven = true
             case "no_writeback_cache": fs.writebackCache = false
+            case "private": isPrivate = true
             case "share_immutable": fs.shareImmutable = true
             case "no_share_immutable": fs.shareImmutable = false
             default:
@@ -118,6 +121,7 @@ public struct MountOptions {
                     if key == "ro" { fs.readOnly = true }
                     if key == "rw" { fs.readOnly = false }
                     if key == "allow_other" { fs.allowOther = true }
+                    if key == "allow_other" || key == "allow_root" { othersGiven = true }
                     if key != "auto_unmount" && key != "default_permissions" { fuse.append(key) }
                 } else if passThroughValued.contains(key), value != nil {
                     if key == "fsname" { hasFsname = true }
@@ -130,6 +134,16 @@ public struct MountOptions {
         }
         if fs.shareImmutable && writebackGiven && fs.writebackCache {
             throw Invalid(description: "share_immutable and writeback_cache exclude each other (the kernel passes files through only on a connection without the writeback cache)")
+        }
+        if isPrivate && othersGiven {
+            throw Invalid(description: "private and allow_other/allow_root exclude each other")
+        }
+        // A root mount is shared like tmpfs: everyone its modes allow may use it (the kernel
+        // checks every access, default_permissions; files of different owners never merge
+        // unless merge_across_owners is 1). `private` keeps it to its owner, as FUSE does.
+        if asRoot && !isPrivate && !othersGiven {
+            fuse.append("allow_other")
+            fs.allowOther = true
         }
         fuse += ["default_permissions", "auto_unmount"]
         if !hasFsname { fuse.append("fsname=ksmfs") }

@@ -9,18 +9,21 @@ import Logging
 /// The -o options, shown by `ksmfs --help` and `ksmfs mount --help`.
 let mountOptionsHelp = """
     Mount options (-o, comma separated):
-      size=N[k|m|g|t|%]   capacity in physical blocks (default 50% of RAM, like tmpfs)
-      nr_inodes=N         most inodes (default half the RAM pages; 0 = no limit)
-      mode=OCTAL,uid=N,gid=N   the root directory's mode and owner (default 1777, 0, 0)
-      merge=all|none      whether new files are mergeable (default all; per file: user.ksm.mergeable)
-      no_writeback_cache  send every write to the daemon at once (slower small writes)
-      readahead=N[k|m]    the kernel's read-ahead for the mount (default 1m, as root; 0 = the kernel's 128k)
-      oom_score_adj=N     the daemon's OOM score adjustment (default -1000: never the OOM killer's choice)
+      size=N[kmgt%]       capacity (default 50% of RAM, like tmpfs)
+      nr_inodes=N         most inodes (default: half the RAM pages; 0: no limit)
+      mode=,uid=,gid=     the root directory's mode and owner (1777, 0, 0)
+      merge=all|none      new files mergeable (default all; user.ksm.mergeable)
+      no_writeback_cache  every write to the daemon at once (slower small writes)
+      share_immutable     identical chattr +i files share one page cache (root)
+      private             a root mount for root only (default: shared, as tmpfs)
+      readahead=N[km]     the mount's read-ahead (default 1m; 0: the kernel's)
+      oom_score_adj=N     the daemon's OOM score (default -1000: never killed)
       log=FILE            where a daemonized ksmfs logs (default: syslog)
       pidfile=FILE        write the daemon's pid there
       allow_other, ro, noatime and the usual FUSE mount options
-    As mount(8) calls it: mount -t fuse.ksmfs none /mnt -o size=4g (after `make install`: mount.fuse3
-    finds ksmfs only in the shell's default PATH, e.g. /usr/local/bin).
+
+    As mount(8) calls it: mount -t fuse.ksmfs none /mnt -o size=4g (after `make install`, \
+    which installs the helper mount(8) runs: mount.fuse.ksmfs).
     """
 
 struct MountCommand: ParsableCommand {

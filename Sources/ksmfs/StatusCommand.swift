@@ -9,7 +9,7 @@ struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status", abstract: "Show what the merging engine of a ksmfs mount is doing.")
 
-    @Argument(help: "A ksmfs mountpoint (default: every ksmfs mount).")
+    @Argument(help: "A ksmfs mountpoint or any path inside one (default: every ksmfs mount).")
     var mountpoint: String?
 
     @Flag(help: "Refresh every --interval seconds until interrupted.")
@@ -18,11 +18,11 @@ struct StatusCommand: ParsableCommand {
     @Flag(help: "Print JSON (one object per mount, in an array).")
     var json = false
 
-    @Option(help: "Seconds between samples (rates are measured over it), from 0.05 to 86400.")
-    var interval: Double = 1
+    @Option(help: "Seconds between samples (rates are measured over it), from 0.05 to 86400 (default: 1 with --watch, else 0.2).")
+    var interval: Double?
 
     func validate() throws {
-        guard interval.isFinite, interval >= 0.05, interval <= 86400 else {
+        if let interval, !(interval.isFinite && interval >= 0.05 && interval <= 86400) {
             throw ValidationError("--interval must be a number of seconds from 0.05 to 86400, not \(interval)")
         }
     }
@@ -32,12 +32,20 @@ struct StatusCommand: ParsableCommand {
         for previous in DaemonRecord.dead() { writeStderr("ksmfs: warning: \(previous.line)\n") }
         let mounts: [String]
         if let m = mountpoint {
-            let abs = realpath(m, nil).map { p in defer { free(p) }; return String(cString: p) } ?? m
-            guard MountTable.isKSMFSMount(abs) else {
-                writeStderr("ksmfs: \(m) is not a ksmfs mount\n")
+            guard let abs = realpath(m, nil).map({ p in defer { free(p) }; return String(cString: p) }) else {
+                writeStderr("ksmfs: \(m): \(String(cString: strerror(errno)))\n")
                 throw ExitCode(1)
             }
-            mounts = [abs]
+            // The mount that holds the path (the path itself, or the nearest parent).
+            var dir = abs
+            while !MountTable.isKSMFSMount(dir) {
+                guard dir != "/", let slash = dir.lastIndex(of: "/") else {
+                    writeStderr("ksmfs: \(m) is not in a ksmfs mount\n")
+                    throw ExitCode(1)
+                }
+                dir = slash == dir.startIndex ? "/" : String(dir[..<slash])
+            }
+            mounts = [dir]
         } else {
             mounts = MountTable.ksmfsMounts()
             if mounts.isEmpty {
@@ -45,6 +53,7 @@ struct StatusCommand: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        let interval = self.interval ?? (watch ? 1 : 0.2)
         let pause = timespec(tv_sec: Int(interval), tv_nsec: Int((interval - interval.rounded(.down)) * 1e9))
         var before = mounts.map { Metrics.read($0) }
         var t0 = monotonic()

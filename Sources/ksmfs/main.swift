@@ -7,12 +7,15 @@ struct KSMFSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ksmfs",
         abstract: "An in-memory filesystem that merges identical pages, tuned like the kernel's KSM.",
+        // One line per paragraph (argument-parser wraps them to the terminal); table rows are
+        // kept under 80 columns so that they are never wrapped.
         discussion: """
-        Files live in memory page by page. Identical pages of any files are merged into one shared
-        block by a scanner driven through <mountpoint>/ksm/ (echo 1 > ksm/run; cat ksm/pages_sharing).
+        Files live in memory page by page. Identical pages of any files are merged into one \
+        shared block by a scanner driven through <mountpoint>/ksm/ (echo 1 > ksm/run; \
+        cat ksm/pages_sharing).
 
-          ksmfs MOUNTPOINT [-f] [-d] [-o opt,...]    mount (-f foreground, -d debug)
-          ksmfs status [MOUNTPOINT] [--watch] [--json]
+          ksmfs MOUNTPOINT [-f] [-d] [-o opt,...]   mount (-f foreground, -d debug)
+          ksmfs status [PATH] [--watch] [--json]    what the engine is doing
 
         """ + mountOptionsHelp,
         version: "ksmfs 0.1.0",
@@ -28,6 +31,10 @@ func writeStderr(_ s: String) {
 
 // Errors are one line on stderr starting "ksmfs:", exit code 1 (as coreutils), not
 // argument-parser's error-plus-usage block; help and --version print as usual.
+if CommandLine.arguments.count == 1 {
+    writeStderr("ksmfs: missing mountpoint (ksmfs MOUNTPOINT [-o opt,...]; see ksmfs --help)\n")
+    Glibc.exit(1)
+}
 do {
     var command = try KSMFSCommand.parseAsRoot()
     try command.run()

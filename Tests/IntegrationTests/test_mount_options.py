@@ -5,6 +5,7 @@
 
 import errno
 import os
+import subprocess
 import stat
 
 import pytest
@@ -57,6 +58,44 @@ def test_mode_1777_root_lets_any_user_create_but_keeps_the_sticky_bit(mounted):
         assert run_as(65534, 65534, f"print(errname(os.mkdir, {path!r}))") == "OK"
         assert os.stat(path).st_uid == 65534
 
+
+def test_a_root_mount_is_usable_by_every_user_its_modes_allow(mounted):
+    # As on tmpfs: no allow_other needed for nobody to work in a root mount's 1777 root.
+    with mounted("size=64m") as m:
+        path = os.path.join(m.path, "by-nobody")
+        assert run_as(65534, 65534, f"open({path!r}, 'w').write('hi'); print(open({path!r}).read())") == "hi"
+        assert os.stat(path).st_uid == 65534
+        mine = os.path.join(m.path, "roots")
+        with open(mine, "w") as f:
+            f.write("root's")
+        os.chmod(mine, 0o600)
+        assert run_as(65534, 65534, f"print(errname(open, {mine!r}))") == "EACCES"
+        assert run_as(65534, 65534, f"print(errname(os.unlink, {mine!r}))") == "EPERM"  # sticky root
+
+
+@pytest.mark.ksmfs_only
+def test_private_keeps_a_root_mount_to_root(mounted):
+    with mounted("size=64m,private") as m:
+        assert run_as(65534, 65534, f"print(errname(os.listdir, {m.path!r}))") == "EACCES"
+        with open("/proc/mounts") as f:
+            line = next(l for l in f if l.split()[1] == m.path)
+        assert "allow_other" not in line
+    with mounted("size=64m") as m:
+        with open("/proc/mounts") as f:
+            line = next(l for l in f if l.split()[1] == m.path)
+        assert "allow_other" in line
+
+
+@pytest.mark.ksmfs_only
+def test_private_and_allow_other_exclude_each_other(base_dir):
+    from fsops import ksmfs_bin
+    path = os.path.join(base_dir, "privother")
+    os.mkdir(path)
+    try:
+        r = subprocess.run([ksmfs_bin(), path, "-f", "-o", "private,allow_other"], capture_output=True, text=True, timeout=20)
+        assert r.returncode == 1 and "private and allow_other/allow_root exclude each other" in r.stderr, r.stderr
+    finally:
+        os.rmdir(path)
 
 def _read_ahead_kb(path):
     with open("/proc/self/mountinfo") as f:

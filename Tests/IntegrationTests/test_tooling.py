@@ -68,12 +68,37 @@ def two_identical_files(m, pages=64, name="w"):
     return [os.path.join(d, f) for f in ("a", "b")]
 
 
+def wait_for_mount(path, timeout=20):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if is_mounted(path):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def status(args, timeout=15):
     return subprocess.run([ksmfs_bin(), "status"] + args, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 # --- ksmfs status ----------------------------------------------------------------------
+
+
+def test_status_takes_any_path_inside_a_mount_and_says_when_a_path_is_in_none(mounted, tmp_path):
+    with mounted("size=64m") as m:
+        sub = os.path.join(m.path, "a", "b")
+        os.makedirs(sub)
+        with open(os.path.join(sub, "f"), "w") as f:
+            f.write("x")
+        for path in (sub, os.path.join(sub, "f"), m.path + "/ksm"):
+            r = status([path])
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.startswith(f"ksmfs {m.path}  ["), r.stdout
+    r = status([str(tmp_path)])
+    assert r.returncode == 1 and r.stderr == f"ksmfs: {tmp_path} is not in a ksmfs mount\n", r.stderr
+    r = status([str(tmp_path / "missing")])
+    assert r.returncode == 1 and r.stderr == f"ksmfs: {tmp_path}/missing: No such file or directory\n", r.stderr
 
 
 def test_status_plain_shows_the_mount_its_counters_and_a_progress_bar(mounted):
@@ -617,6 +642,34 @@ def test_mount_t_fuse_ksmfs_through_a_PATH_symlink(base_dir, tmp_path):
     finally:
         os.rmdir(mnt)
 
+
+def test_make_install_into_a_prefix_writes_only_there_and_its_helper_mounts(base_dir, tmp_path):
+    """`make install PREFIX=DIR` creates DIR/bin and DIR/sbin, puts ksmfs and the mount helper
+    mount.fuse.ksmfs there and nothing elsewhere; the helper (what mount(8) runs for
+    -t fuse.ksmfs) mounts with a PATH that does not have ksmfs."""
+    prefix = tmp_path / "prefix"
+    system_helper = "/usr/sbin/mount.fuse.ksmfs"
+    had_helper = os.path.exists(system_helper)
+    r = subprocess.run(["make", "-s", "install", f"PREFIX={prefix}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.access(prefix / "bin" / "ksmfs", os.X_OK)
+    helper = prefix / "sbin" / "mount.fuse.ksmfs"
+    assert os.access(helper, os.X_OK)
+    assert sorted(p.name for p in prefix.iterdir()) == ["bin", "sbin"]
+    assert os.path.exists(system_helper) == had_helper, "make install wrote outside PREFIX"
+    mnt = os.path.join(base_dir, "via-helper")
+    os.mkdir(mnt)
+    try:
+        r = subprocess.run([str(helper), "none", mnt, "-o", "size=64m", "-t", "fuse.ksmfs"], capture_output=True, text=True,
+                           timeout=60, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert wait_for_mount(mnt), "the helper did not mount"
+        with open(os.path.join(mnt, "f"), "w") as f:
+            f.write("via mount.fuse.ksmfs")
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+        time.sleep(0.3)
+        os.rmdir(mnt)
 
 def test_pidfile_of_a_foreground_mount_is_its_pid_and_goes_at_unmount(mounted, tmp_path):
     pidfile = str(tmp_path / "fg.pid")
