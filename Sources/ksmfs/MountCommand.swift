@@ -114,6 +114,7 @@ struct MountCommand: ParsableCommand {
         do { try session.mount(at: absolute) } catch {
             fail("could not mount \(absolute): \(error) (permission denied? try as root, or check /etc/fuse.conf for allow_other)")
         }
+        let device = MountTable.device(of: absolute)
         let readahead = parsed.readahead ?? MountOptions.defaultReadahead
         if readahead > 0, let why = MountTable.setReadahead(bytes: readahead, of: absolute) {
             let message: Logger.Message = "read-ahead left at the kernel's default: \(why)"
@@ -158,6 +159,11 @@ struct MountCommand: ParsableCommand {
         }
         fs.engine.start()
         let rc = session.run(maxThreads: 16)
+        // Unmounted from outside (umount, fusermount -u, or lazily once the last user let go):
+        // the kernel then holds no open file, and handles counted open are closes whose
+        // RELEASE was still queued when the kernel dropped the connection's requests (it ends
+        // the connection with ECONNABORTED then, which is no error of ours).
+        let unmountedOutside = device != nil && MountTable.device(of: absolute) != device
         let (inodes, bytes) = fs.contents
         let open = Session.openHandles
         session.unmount()
@@ -165,12 +171,16 @@ struct MountCommand: ParsableCommand {
         if let pidFile = parsed.pidFile { unlink(pidFile) }
         let files = max(0, inodes - 1)
         let discarded = "\(files) \(files == 1 ? "file or directory" : "files and directories") with \(bytes >> 20) MiB of data discarded"
-        if forced || open > 0 {
+        if forced || (open > 0 && !unmountedOutside) {
             logger.warning("unmounted \(absolute) with \(open) still open: \(discarded)")
+        } else if open > 0 {
+            logger.info("unmounted \(absolute): \(discarded) (\(open) closes were still on their way)")
         } else {
             logger.info("unmounted \(absolute): \(discarded)")
         }
         record?.remove()
-        if rc < 0 { Glibc.exit(1) }
+        // An error, or the connection aborted under the mount with files open (what they held
+        // is lost): exit 1. A forced stop was asked for (its warning says what was open).
+        if !unmountedOutside && (rc < 0 || (open > 0 && !forced)) { Glibc.exit(1) }
     }
 }

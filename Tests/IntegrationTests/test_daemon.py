@@ -149,3 +149,32 @@ def test_a_daemonized_ksmfs_without_syslog_logs_to_a_default_file(base_dir):
         while is_mounted(path) and time.monotonic() < deadline:
             time.sleep(0.05)
         os.rmdir(path)
+
+
+@pytest.mark.ksmfs_only
+def test_a_connection_aborted_under_a_mount_is_an_error_exit_but_an_unmount_is_not(mounted):
+    # An unmount ends the connection cleanly even if closes were still queued (exit 0, checked
+    # by every test's teardown); aborting the connection while it is mounted
+    # (/sys/fs/fuse/connections/N/abort) loses whatever was open: exit 1 and a warning.
+    with mounted("size=64m") as m:
+        with open(os.path.join(m.path, "f"), "w") as f:
+            f.write("x")
+        dev = os.stat(m.path).st_dev
+        ctl = "/sys/fs/fuse/connections"
+        mounted_ctl = not os.path.exists(os.path.join(ctl, str(os.minor(dev))))
+        if mounted_ctl:  # fusectl is not mounted here: mount it for the test, unmount after
+            subprocess.run(["mount", "-t", "fusectl", "none", ctl], check=True)
+        conn = f"{ctl}/{os.minor(dev)}/abort"
+        held = os.open(os.path.join(m.path, "f"), os.O_RDONLY)
+        try:
+            with open(conn, "w") as f:
+                f.write("1")
+            assert m.proc.wait(20) == 1
+            m.stopped = True
+        finally:
+            os.close(held)
+            subprocess.run(["umount", "-l", m.path], capture_output=True)
+            if mounted_ctl:
+                subprocess.run(["umount", ctl], capture_output=True)
+        with open(m.log_path) as f:
+            assert "still open" in f.read()

@@ -117,3 +117,28 @@ def test_ksmtuned_dry_run_on_the_kernel_writes_nothing(tmp_path):
         assert f"> {KERNEL_KSM}/run" not in r.stdout, r.stdout
     if str(want_np) != before["pages_to_scan"]:
         assert f"would write: echo {want_np} > {KERNEL_KSM}/pages_to_scan" in r.stdout, r.stdout
+
+
+def test_every_link_of_the_docs_points_inside_the_repository():
+    # A clone has no ../shared: the README and the docs link only files of their own tree, and
+    # the /ksm reference names every file a mount's ksm directory has.
+    import re
+    docs = [os.path.join(REPO_ROOT, "README.md")] + [
+        os.path.join(root, f) for root, _, files in os.walk(os.path.join(REPO_ROOT, "docs")) for f in files if f.endswith(".md")]
+    docs += [os.path.join(EXAMPLES, d, "README.md") for d in os.listdir(EXAMPLES) if os.path.isfile(os.path.join(EXAMPLES, d, "README.md"))]
+    for doc in docs:
+        with open(doc) as f:
+            text = f.read()
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path = os.path.normpath(os.path.join(os.path.dirname(doc), target))
+            assert path.startswith(REPO_ROOT + os.sep), f"{doc}: link {target} leaves the repository"
+            assert os.path.exists(path), f"{doc}: link {target} is dead"
+    with open(os.path.join(REPO_ROOT, "docs", "ksm-reference.md")) as f:
+        reference = f.read()
+    with open(os.path.join(REPO_ROOT, "Sources", "KSMFS", "ControlParser.swift")) as f:
+        kernel_files = re.findall(r'\("([a-z_]+)", 0o[46]44, (?:true|false)\)', f.read())
+    assert len(kernel_files) == 24
+    for name in kernel_files + ["cow_ksm", "merge_across_owners", "drop_merged_page_cache", "metrics", "trace"]:
+        assert f"`{name}`" in reference, f"docs/ksm-reference.md does not describe {name}"
