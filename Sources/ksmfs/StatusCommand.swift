@@ -203,7 +203,7 @@ enum Metrics {
         }
         s += "  dropped \(bytes((a["page_cache_pages_dropped_total"] ?? 0) * 4096))"
         if (a["share_immutable"] ?? 0) == 1 {
-            s += "\n           shared \(bytes(a["shared_cache_bytes"] ?? 0)) for \(int(a, "shared_groups")) groups of \(int(a, "shared_group_files")) identical immutable files (\(int(a, "shared_opens")) opens), saving \(bytes(a["shared_cache_saved_bytes"] ?? 0))"
+            s += "\n           shared \(bytes(a["shared_cache_bytes"] ?? 0)) for \(int(a, "shared_groups")) \((a["shared_groups"] ?? 0) == 1 ? "group" : "groups") of \(int(a, "shared_group_files")) identical immutable files (\(int(a, "shared_opens")) opens), saving \(bytes(a["shared_cache_saved_bytes"] ?? 0))"
         }
         return s
     }
