@@ -73,3 +73,9 @@ long long ksm_rss_shmem_bytes(void) {
     fclose(f);
     return kib < 0 ? -1 : kib * 1024;
 }
+
+#include <sys/xattr.h>
+#include <errno.h>
+int ksm_setxattr(const char *path, const char *name, const void *value, size_t size) {
+    return setxattr(path, name, value, size, 0) == 0 ? 0 : errno;
+}

@@ -61,12 +61,14 @@ public final class BlockArena: @unchecked Sendable {
 
     public struct OutOfSpace: Error {}
 
-    /// Reserves address space for `capacityBlocks` blocks; nothing is resident until written.
-    public init(capacityBlocks: Int) {
-        precondition(capacityBlocks >= 1 && capacityBlocks < Int(UInt32.max) - BlockArena.pendingLimit - 16,
+    /// Reserves address space for `capacityBlocks` blocks, or for `growableTo` if more (the
+    /// most `setCapacity` may set later); nothing is resident until written.
+    public init(capacityBlocks: Int, growableTo: Int = 0) {
+        let most = max(capacityBlocks, growableTo)
+        precondition(capacityBlocks >= 1 && most < Int(UInt32.max) - BlockArena.pendingLimit - 16,
                      "arena capacity out of range")
         capacity = capacityBlocks
-        reserved = capacityBlocks + Int(BlockArena.firstBlock) + BlockArena.pendingLimit
+        reserved = most + Int(BlockArena.firstBlock) + BlockArena.pendingLimit
         (base, memfd) = BlockArena.mapBlocks(bytes: reserved << BlockArena.pageShift)
         refcounts = BlockArena.map(bytes: reserved * 4).bindMemory(to: UInt32.self, capacity: reserved)
         sharers = BlockArena.map(bytes: reserved * 4).bindMemory(to: UInt32.self, capacity: reserved)
@@ -122,6 +124,9 @@ public final class BlockArena: @unchecked Sendable {
     public func setReserve(_ blocks: Int) {
         mutex.withLock { reserve = max(0, min(blocks, capacity / 2)) }
     }
+
+    /// The most blocks `setCapacity` accepts (the address space reserved at the start).
+    public var growableTo: Int { reserved - Int(BlockArena.firstBlock) - BlockArena.pendingLimit }
 
     /// Changes the capacity (remount); fails if more blocks are live than the new limit.
     public func setCapacity(_ blocks: Int) -> Bool {

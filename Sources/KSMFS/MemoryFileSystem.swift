@@ -48,6 +48,8 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     private var table: [UInt64: Inode] = [:]
     private var nextIno: UInt64 = 2
     private var inodeCount = 0
+    /// nr_inodes (guarded by `tableLock`; a remount changes it).
+    private(set) var maxInodes: Int
     /// Inodes freed since malloc last gave memory back (see `removeLocked`).
     private var freedSinceTrim = 0
     let root: Inode
@@ -77,7 +79,12 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
         self.logger = logger
         sharing = options.shareImmutable ? ImmutableSharing(logger: logger) : nil
         let blocks = max(1, options.capacityBytes / BlockArena.pageSize)
-        arena = BlockArena(capacityBlocks: blocks)
+        // Room to grow by remount up to the machine's RAM (address space only: NORESERVE), unless
+        // the process may not have that much address space (ulimit -v): then the size it has.
+        var growable = MemoryFileSystem.growableBlocks(capacityBlocks: blocks)
+        if growable > blocks && BlockArena.reservationError(capacityBlocks: growable) != nil { growable = blocks }
+        arena = BlockArena(capacityBlocks: blocks, growableTo: growable)
+        maxInodes = options.maxInodes
         engine = KSMEngine(arena: arena)
         root = Inode(ino: 1, mode: S_IFDIR | (options.rootMode & 0o7777), uid: options.rootUID, gid: options.rootGID,
                      kind: .directory(Directory(parent: 1)))
@@ -90,6 +97,13 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     /// Why a filesystem of `capacityBytes` could not be set up (its arena's address space), or nil.
     public static func reservationError(capacityBytes: Int) -> String? {
         BlockArena.reservationError(capacityBlocks: max(1, capacityBytes / BlockArena.pageSize))
+    }
+
+    /// The most blocks a remount may grow a mount of `capacityBlocks` to: the RAM's pages, or
+    /// the capacity if larger (what fits in the arena's 32-bit block ids).
+    static func growableBlocks(capacityBlocks: Int) -> Int {
+        let ram = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE))) / BlockArena.pageSize
+        return max(capacityBlocks, min(ram, (1 << 32) - 8192))
     }
 
     // MARK: inode table
@@ -106,7 +120,7 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     /// Creates an inode counted against nr_inodes (or not, for control files).
     func newInode(mode: mode_t, uid: uid_t, gid: gid_t, kind: InodeKind, counted: Bool = true) -> Inode? {
         tableLock.withExclusive {
-            if counted && inodeCount >= options.maxInodes { return nil }
+            if counted && inodeCount >= maxInodes { return nil }
             let ino = nextIno
             nextIno += 1
             let inode = Inode(ino: ino, mode: mode, uid: uid, gid: gid, kind: kind)
@@ -117,6 +131,15 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     }
 
     var usedInodes: Int { tableLock.withShared { inodeCount } }
+
+    /// Sets nr_inodes (remount); false if more inodes are in use.
+    func setMaxInodes(_ n: Int) -> Bool {
+        tableLock.withExclusive {
+            guard n >= inodeCount else { return false }
+            maxInodes = n
+            return true
+        }
+    }
 
     /// Regular files the kernel holds a lookup reference on.
     func inodesKernelHolds() -> [Inode] {
@@ -265,8 +288,9 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
         sv.f_blocks = UInt(arena.capacity)
         sv.f_bfree = UInt(arena.free)
         sv.f_bavail = UInt(arena.available)
-        sv.f_files = UInt(options.maxInodes)
-        sv.f_ffree = UInt(max(0, options.maxInodes - usedInodes))
+        let (limit, used) = tableLock.withShared { (maxInodes, inodeCount) }
+        sv.f_files = UInt(limit)
+        sv.f_ffree = UInt(max(0, limit - used))
         sv.f_favail = sv.f_ffree
         sv.f_namemax = UInt(MemoryFileSystem.nameMax)
         return .success(sv)

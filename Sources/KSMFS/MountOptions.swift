@@ -36,6 +36,14 @@ public struct MountOptions {
     static let passThroughValued: Set<String> = ["max_read", "fsname", "subtype", "context", "fscontext",
                                                  "defcontext", "rootcontext"]
 
+    /// Options mount(8) and mount.fuse3 pass along with `remount` that a remount leaves as they
+    /// are (kernel flags and FUSE settings fixed at mount).
+    public static func unchangedByRemount(_ key: String) -> Bool {
+        ignored.contains(key) || passThrough.contains(key) || passThroughValued.contains(key) || key.hasPrefix("x-")
+            || ["user_id", "group_id", "rootmode", "fd", "blksize", "remount", "log", "pidfile", "merge", "readahead",
+                "oom_score_adj", "writeback_cache", "no_writeback_cache", "share_immutable", "no_share_immutable", "private"].contains(key)
+    }
+
     /// Total RAM in bytes.
     public static var physicalMemory: Int {
         Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))

@@ -52,6 +52,7 @@ extension MemoryFileSystem {
         if kind == .unsupported { return .opnotsupp }
         if case .control = inode.kind { return .perm }
         if inode === controlDirectory { return .perm }
+        if ino == 1 && name == MemoryFileSystem.remountXattr { return remount(r, Array(value)) }
         if options.readOnly { return .rofs }
         if inode.isPinned { return .perm }   // chattr +i/+a
         let bytes = Array(value)

@@ -16,6 +16,7 @@ let mountOptionsHelp = """
       no_writeback_cache  every write to the daemon at once (slower small writes)
       share_immutable     identical chattr +i files share one page cache (root)
       private             a root mount for root only (default: shared, as tmpfs)
+      remount             with size=, nr_inodes=, mode=, uid=, gid=: change a live mount
       readahead=N[km]     the mount's read-ahead (default 1m; 0: the kernel's)
       oom_score_adj=N     the daemon's OOM score (default -1000: never killed)
       log=FILE            where a daemonized ksmfs logs (default: syslog)
@@ -50,10 +51,42 @@ struct MountCommand: ParsableCommand {
         Glibc.exit(1)
     }
 
+    /// `-o remount,size=2g` (as mount.fuse3 runs it for `mount -o remount`): the running
+    /// daemon of the mount at `mountpoint` applies what changes (see Remount.swift); the
+    /// options that mount(8) adds and that do not change are accepted as they are.
+    func remount(_ mountpoint: String, _ words: [String]) -> Never {
+        guard let abs = realpath(mountpoint, nil).map({ p in defer { free(p) }; return String(cString: p) }),
+              MountTable.isKSMFSMount(abs) else { fail("\(mountpoint) is not a ksmfs mount (remount changes a mounted one)") }
+        var change: [String] = []
+        for word in words where word != "remount" {
+            let key = String(word.split(separator: "=", maxSplits: 1)[0])
+            if MemoryFileSystem.remountable.contains(key) {
+                change.append(word)
+            } else if !MountOptions.unchangedByRemount(key) {
+                fail("\(key) cannot be changed by remount (size, nr_inodes, mode, uid and gid can)")
+            }
+        }
+        if change.isEmpty { Glibc.exit(0) }
+        // Values are checked here first, for a readable message.
+        do { _ = try MountOptions.parse(change) } catch { fail(error.description) }
+        let text = change.joined(separator: ",")
+        let e = MemoryFileSystem.requestRemount(of: abs, text)
+        if e != 0 {
+            switch e {
+            case EINVAL: fail("cannot remount \(abs) with \(text): below what the mount holds (see df -h \(abs) and df -i \(abs))")
+            case EFBIG: fail("cannot remount \(abs) with \(text): larger than the mount can grow to (its RAM, or its first size= if larger; unmount and mount again)")
+            case EPERM: fail("cannot remount \(abs): only root may")
+            default: fail("cannot remount \(abs): \(String(cString: strerror(e)))")
+            }
+        }
+        Glibc.exit(0)
+    }
+
     func run() throws {
         guard paths.count == 1 || paths.count == 2 else { fail("expected [SOURCE] MOUNTPOINT (see ksmfs --help)") }
         let mountpoint = paths.last!
         let words = options.flatMap { $0.split(separator: ",").map(String.init) }
+        if words.contains("remount") { remount(mountpoint, words) }
         let parsed: MountOptions
         do { parsed = try MountOptions.parse(words) } catch { fail(error.description) }
         let daemon = !(foreground || debug)

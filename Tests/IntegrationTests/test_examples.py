@@ -142,3 +142,28 @@ def test_every_link_of_the_docs_points_inside_the_repository():
     assert len(kernel_files) == 24
     for name in kernel_files + ["cow_ksm", "merge_across_owners", "drop_merged_page_cache", "metrics", "trace"]:
         assert f"`{name}`" in reference, f"docs/ksm-reference.md does not describe {name}"
+
+
+def test_debians_ksmtuned_drives_ksmfs_through_a_bind_mount(mounted, tmp_path):
+    # Debian's ksmtuned hardcodes /sys/kernel/mm/ksm and /proc/meminfo. In a private mount
+    # namespace, MNT/ksm bind-mounted over the first (and a meminfo of a 16 GiB machine with
+    # 1 MiB free over the second) makes the unmodified script drive ksmfs: it starts merging
+    # with its boosts of 300 pages and its sleep for 16 GiB. The kernel's KSM is never touched.
+    script = os.path.join(REPO_ROOT, ".build", "deps", "ksmtuned", "usr", "sbin", "ksmtuned")
+    assert os.path.isfile(script), f"{script} missing: `make deps` extracts Debian's ksmtuned there"
+    before = _kernel_ksm_state()
+    with mounted("size=64m") as m:
+        meminfo = tmp_path / "meminfo"
+        meminfo.write_text("MemTotal:       16777216 kB\nMemFree:            1024 kB\nBuffers:               0 kB\nCached:                0 kB\n")
+        pidfile = tmp_path / "ksmtuned.pid"
+        code = (f"mount --bind {m.path}/ksm /sys/kernel/mm/ksm && mount --bind {meminfo} /proc/meminfo && "
+                f"KSM_MONITOR_INTERVAL=1 PIDFILE={pidfile} bash {script} && sleep 3 && "
+                f"kill $(cat {pidfile}) && sleep 1.2")
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", code],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        values = {n: open(os.path.join(m.path, "ksm", n)).read().strip() for n in ("run", "pages_to_scan", "sleep_millisecs")}
+        # One boost of 300 per round (a round a second here), at most KSM_NPAGES_MAX 1250.
+        assert values["run"] == "1" and values["sleep_millisecs"] == "10", values
+        assert values["pages_to_scan"] in ("300", "600", "900", "1200", "1250"), values
+    assert _kernel_ksm_state() == before, "the kernel's KSM changed"

@@ -122,3 +122,79 @@ def test_readahead_sets_the_mounts_read_ahead_window(mounted, opt, kib):
         finally:
             os.close(fd)
         assert got == data
+
+
+def _ksmfs(*args, timeout=30):
+    from fsops import ksmfs_bin
+    return subprocess.run([ksmfs_bin(), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _size(path):
+    sv = os.statvfs(path)
+    return sv.f_blocks * sv.f_frsize
+
+
+@pytest.mark.ksmfs_only
+def test_remount_changes_size_inodes_and_mode_live_and_refuses_below_use(mounted):
+    with mounted("size=16m,nr_inodes=1000") as m:
+        big = os.path.join(m.path, "big")
+        with pytest.raises(OSError) as e:
+            with open(big, "wb") as f:
+                f.write(os.urandom(24 << 20))
+        assert e.value.errno == errno.ENOSPC
+        os.unlink(big)
+        r = _ksmfs(m.path, "-o", "remount,size=64m,nr_inodes=5000,mode=0755")
+        assert r.returncode == 0, r.stderr
+        assert _size(m.path) == 64 << 20
+        assert os.statvfs(m.path).f_files == 5000
+        assert stat.S_IMODE(os.stat(m.path).st_mode) == 0o755
+        data = os.urandom(24 << 20)
+        with open(big, "wb") as f:
+            f.write(data)
+        with open(big, "rb") as f:
+            assert f.read() == data
+        # Below what the mount holds: refused with a reason, nothing changed (tmpfs: EINVAL).
+        r = _ksmfs(m.path, "-o", "remount,size=8m")
+        assert r.returncode == 1 and "below what the mount holds" in r.stderr, r.stderr
+        assert _size(m.path) == 64 << 20
+        for i in range(10):
+            open(os.path.join(m.path, f"f{i}"), "w").close()
+        r = _ksmfs(m.path, "-o", "remount,nr_inodes=5")
+        assert r.returncode == 1 and "below what the mount holds" in r.stderr, r.stderr
+        # What mount(8) passes along unchanged is accepted; what cannot change is said.
+        r = _ksmfs(m.path, "-o", "rw,nosuid,nodev,relatime,user_id=0,group_id=0,default_permissions,remount,size=48m")
+        assert r.returncode == 0 and _size(m.path) == 48 << 20, r.stderr
+        r = _ksmfs(m.path, "-o", "remount,size=abc")
+        assert r.returncode == 1 and "bad value for size" in r.stderr, r.stderr
+        r = _ksmfs(m.path, "-o", "remount,frobnicate=1")
+        assert r.returncode == 1 and "frobnicate cannot be changed by remount" in r.stderr, r.stderr
+        # Only root: the request is a trusted.* xattr of the root.
+        out = run_as(65534, 65534, f"print(errname(os.setxattr, {m.path!r}, 'trusted.ksmfs.remount', b'size=1g'))")
+        assert out == "EPERM"
+        assert _size(m.path) == 48 << 20
+        with open(big, "rb") as f:
+            assert f.read() == data
+
+
+@pytest.mark.ksmfs_only
+def test_mount_o_remount_goes_through_the_installed_helper(mounted, tmp_path):
+    # `mount -o remount,size=32m MNT` as a user types it: mount(8) runs mount.fuse.ksmfs (what
+    # `make install` puts in /usr/sbin), which runs ksmfs with -o remount. Here the helper and
+    # ksmfs are made visible in a private mount namespace (a directory holding only the helper,
+    # bind-mounted over /usr/sbin; the helper runs a copy of mount.fuse3), so the real system
+    # is not touched.
+    from fsops import ksmfs_bin
+    import shutil
+    sbin = tmp_path / "sbin"
+    sbin.mkdir()
+    helper_bin = tmp_path / "bin"
+    helper_bin.mkdir()
+    shutil.copy(shutil.which("mount.fuse3"), helper_bin / "mount.fuse3")
+    (sbin / "mount.fuse.ksmfs").write_text(f'#!/bin/sh\nPATH="{os.path.dirname(ksmfs_bin())}:{helper_bin}:$PATH" exec mount.fuse3 "$@"\n')
+    os.chmod(sbin / "mount.fuse.ksmfs", 0o755)
+    with mounted("size=16m") as m:
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                            f"mount --bind {sbin} /usr/sbin && mount -o remount,size=32m {m.path}"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert _size(m.path) == 32 << 20

@@ -25,6 +25,8 @@ int ksm_memfd(const char *name, size_t bytes);
 long long ksm_fd_allocated_bytes(int fd);
 /* Shared memory this process maps now (RssShmem of /proc/self/status), or -1. */
 long long ksm_rss_shmem_bytes(void);
+/* setxattr(2) of `path` (glibc's header is not in Swift's Glibc module); 0 or an errno. */
+int ksm_setxattr(const char *path, const char *name, const void *value, size_t size);
 /* 1 when the system has swap (sysinfo's totalswap), or when that cannot be told; else 0. */
 int ksm_swap_configured(void);
 
