@@ -63,7 +63,8 @@ sanitize: deps
 soak: build
 	python3 tools/soak.py --seconds 600
 
-# Installs ksmfs in PREFIX/bin and the mount helper mount.fuse.ksmfs, so that
+# Installs ksmfs in PREFIX/bin, its man page in PREFIX/share/man/man1, and the mount helper
+# mount.fuse.ksmfs, so that
 # `mount -t fuse.ksmfs none /mnt -o size=4g` and /etc/fstab lines work: mount(8) runs
 # /sbin/mount.fuse.ksmfs, which runs mount.fuse3 with PREFIX/bin first in its PATH. The helper
 # goes to /usr/sbin (where mount(8) looks) for PREFIX /usr/local or /usr, else to PREFIX/sbin:
@@ -71,8 +72,9 @@ soak: build
 PREFIX ?= /usr/local
 SBINDIR ?= $(if $(filter /usr/local /usr,$(PREFIX)),/usr/sbin,$(PREFIX)/sbin)
 install: build
-	install -d $(PREFIX)/bin $(SBINDIR)
+	install -d $(PREFIX)/bin $(SBINDIR) $(PREFIX)/share/man/man1
 	install -m 0755 $(BIN) $(PREFIX)/bin/ksmfs
+	install -m 0644 docs/ksmfs.1 $(PREFIX)/share/man/man1/ksmfs.1
 	printf '#!/bin/sh\n# mount -t fuse.ksmfs: mount.fuse3 with ksmfs (from $(PREFIX)/bin) on its PATH\nPATH="$(PREFIX)/bin:$$PATH" exec mount.fuse3 "$$@"\n' > $(SBINDIR)/mount.fuse.ksmfs
 	chmod 0755 $(SBINDIR)/mount.fuse.ksmfs
 
