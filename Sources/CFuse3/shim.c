@@ -40,6 +40,7 @@ static _Atomic uint64_t cfuse_own_requests;
 
 void cfuse_set_own_thread(int tid) { cfuse_own_tid = tid; }
 uint64_t cfuse_own_request_count(void) { return cfuse_own_requests; }
+int cfuse_own_thread(void) { return cfuse_own_tid; }
 void cfuse_reattribute_request(uint32_t opcode) {
     if (opcode >= CFUSE_OPCODES) return;
     __atomic_sub_fetch(&cfuse_counts[opcode], 1, __ATOMIC_RELAXED);

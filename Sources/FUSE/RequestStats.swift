@@ -29,6 +29,8 @@ public struct RequestStats: Sendable {
     public static var ownRequests: UInt64 { cfuse_own_request_count() }
     /// Requests from thread `tid` are the daemon's own from now on (0: none).
     public static func countAsOwn(thread tid: Int32) { cfuse_set_own_thread(tid) }
+    /// Whether a request from `pid` (a thread id) is the daemon's own.
+    public static func isOwn(pid: pid_t) -> Bool { pid != 0 && cfuse_own_thread() == pid }
     /// A RELEASE that was the daemon's own (it carries no caller to tell by).
     public static func releaseWasOwn() { cfuse_reattribute_request(18) }
 

@@ -63,9 +63,10 @@ public struct CapacityReserve: Sendable, Equatable {
 extension MemoryFileSystem {
     /// Sets the reserve once the kernel's dirty limit for the mount is known (the daemon calls
     /// this after mounting; without the writeback cache there is nothing to reserve).
-    public func configureReserve(_ reserve: CapacityReserve) {
+    /// `atLeast`: blocks the reserve keeps however small the new one is (a remount's shrink).
+    public func configureReserve(_ reserve: CapacityReserve, atLeast: Int = 0) {
         guard options.writebackCache else { return }
-        arena.setReserve(reserve.blocks)
+        arena.setReserve(max(reserve.blocks, atLeast))
         nearlyFullBelow = max(256, arena.reserve)
         updateFullness()
     }

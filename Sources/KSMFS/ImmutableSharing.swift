@@ -144,13 +144,10 @@ final class ImmutableSharing: @unchecked Sendable {
         func otherOpens() -> Int32 { openHandles() - (members[ino]?.opens ?? 0) }
         guard enabled.load(ordering: .relaxed), let backing else { return nil }
         // A member with live passthrough opens: this open must be one too (the kernel's rule).
-        if let id = lock.withLock({ () -> Int32? in
-            guard var m = members[ino], m.opens > 0, m.group.backingID > 0 else { return nil }
-            m.opens += 1; m.group.opens += 1; members[ino] = m
-            return m.group.backingID
-        }) {
+        let live = liveBacking(ino)
+        if live > 0 {
             opensGranted.add(1, ordering: .relaxed)
-            return id
+            return live
         }
         guard eligible else {
             // run=2 or no longer immutable: an idle member leaves its group.
@@ -186,8 +183,8 @@ final class ImmutableSharing: @unchecked Sendable {
             }
             if made { backingsMade.add(1, ordering: .relaxed) }
             return lock.withLock { () -> Int32? in
-                guard var m = members[ino], m.group === group, group.backingID > 0, otherOpens() <= 0 else { return nil }
-                m.opens += 1; group.opens += 1; members[ino] = m
+                guard members[ino]?.group === group, group.backingID > 0, otherOpens() <= 0 else { return nil }
+                countOpenLocked(ino)
                 opensGranted.add(1, ordering: .relaxed)
                 return group.backingID
             }
@@ -198,10 +195,17 @@ final class ImmutableSharing: @unchecked Sendable {
     /// opens: they must be passthrough ones while others are, and start nothing).
     func liveBacking(_ ino: UInt64) -> Int32 {
         lock.withLock {
-            guard var m = members[ino], m.opens > 0, m.group.backingID > 0 else { return 0 }
-            m.opens += 1; m.group.opens += 1; members[ino] = m
+            guard let m = members[ino], m.opens > 0, m.group.backingID > 0 else { return 0 }
+            countOpenLocked(ino)
             return m.group.backingID
         }
+    }
+
+    /// One more passthrough open of member `ino` (lock held).
+    private func countOpenLocked(_ ino: UInt64) {
+        guard var m = members[ino] else { return }
+        m.opens += 1; m.group.opens += 1
+        members[ino] = m
     }
 
     /// Puts `ino` in the group of its content (made if new). Nil when its hash matches a group

@@ -102,8 +102,7 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     /// The most blocks a remount may grow a mount of `capacityBlocks` to: the RAM's pages, or
     /// the capacity if larger (what fits in the arena's 32-bit block ids).
     static func growableBlocks(capacityBlocks: Int) -> Int {
-        let ram = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE))) / BlockArena.pageSize
-        return max(capacityBlocks, min(ram, (1 << 32) - 8192))
+        max(capacityBlocks, min(MountOptions.physicalMemory / BlockArena.pageSize, (1 << 32) - 8192))
     }
 
     // MARK: inode table

@@ -36,12 +36,12 @@ public struct MountOptions {
     static let passThroughValued: Set<String> = ["max_read", "fsname", "subtype", "context", "fscontext",
                                                  "defcontext", "rootcontext"]
 
-    /// Options mount(8) and mount.fuse3 pass along with `remount` that a remount leaves as they
-    /// are (kernel flags and FUSE settings fixed at mount).
-    public static func unchangedByRemount(_ key: String) -> Bool {
-        ignored.contains(key) || passThrough.contains(key) || passThroughValued.contains(key) || key.hasPrefix("x-")
-            || ["user_id", "group_id", "rootmode", "fd", "blksize", "remount", "log", "pidfile", "merge", "readahead",
-                "oom_score_adj", "writeback_cache", "no_writeback_cache", "share_immutable", "no_share_immutable", "private"].contains(key)
+    /// Whether `word` is an option a remount leaves as it was at mount: one that mounting
+    /// accepts, or one the kernel shows for a FUSE mount (mount(8) passes those along).
+    public static func unchangedByRemount(_ word: String) -> Bool {
+        let key = String(word.split(separator: "=", maxSplits: 1)[0])
+        if ["user_id", "group_id", "rootmode", "fd", "blksize"].contains(key) { return true }
+        return (try? parse([word], asRoot: false)) != nil
     }
 
     /// Total RAM in bytes.

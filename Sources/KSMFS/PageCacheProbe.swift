@@ -20,7 +20,6 @@ final class PageCacheProbe: @unchecked Sendable {
         /// Files the kernel holds (with data): all are probed unless there are more than `maxFiles`.
         var candidates = 0
         var seconds = 0.0
-        var finishedAt = 0.0
         var finishedAtUnix = 0.0
         /// Why nothing could be measured (e.g. not root).
         var problem: String?
@@ -38,8 +37,6 @@ final class PageCacheProbe: @unchecked Sendable {
     private var last: Result?
     private var running = false
     private var startedAt = -Double.infinity
-    /// The probe thread's id: its opens are recognised by the caller's pid (a thread id in FUSE).
-    let threadID = Atomic<Int32>(0)
 
     static func now() -> Double {
         var ts = timespec()
@@ -85,9 +82,9 @@ final class PageCacheProbe: @unchecked Sendable {
     }
 
     private func run(_ fs: MemoryFileSystem) {
-        let tid = KernelCache.threadID()
-        threadID.store(tid, ordering: .relaxed)
-        RequestStats.countAsOwn(thread: tid)
+        // Its requests are told by their pid (a thread id in FUSE): counted apart, and opened
+        // as the probe's (MemoryFileSystem.isProbe).
+        RequestStats.countAsOwn(thread: KernelCache.threadID())
         defer { RequestStats.countAsOwn(thread: 0) }
         let t0 = PageCacheProbe.now()
         var r = Result()
@@ -114,9 +111,7 @@ final class PageCacheProbe: @unchecked Sendable {
             }
             close(mountFD)
         }
-        threadID.store(0, ordering: .relaxed)
-        r.finishedAt = PageCacheProbe.now()
-        r.seconds = r.finishedAt - t0
+        r.seconds = PageCacheProbe.now() - t0
         var wall = timespec()
         clock_gettime(CLOCK_REALTIME, &wall)
         r.finishedAtUnix = Double(wall.tv_sec) + Double(wall.tv_nsec / 1_000_000) / 1000
@@ -140,8 +135,5 @@ extension MemoryFileSystem {
     }
 
     /// Whether request `r` comes from the page-cache probe.
-    func isProbe(_ r: Request) -> Bool {
-        let tid = probe.threadID.load(ordering: .relaxed)
-        return tid != 0 && r.pid == tid
-    }
+    func isProbe(_ r: Request) -> Bool { RequestStats.isOwn(pid: r.pid) }
 }

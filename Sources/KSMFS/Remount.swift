@@ -25,32 +25,23 @@ extension MemoryFileSystem {
     func remount(_ r: Request, _ bytes: [UInt8]) -> Errno? {
         guard r.uid == 0 else { return .perm }
         let text = String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-        var blocks: Int?, inodes: Int?, mode: mode_t?, uid: uid_t?, gid: gid_t?
-        for word in text.split(separator: ",") {
-            let parts = word.split(separator: "=", maxSplits: 1)
-            let key = String(parts[0]), value = parts.count > 1 ? String(parts[1]) : ""
-            guard MemoryFileSystem.remountable.contains(key) else { return .inval }
-            switch key {
-            case "size":
-                guard let b = MountOptions.parseSize(value, ram: MountOptions.physicalMemory) else { return .inval }
-                blocks = max(1, (b == 0 ? MountOptions.physicalMemory : b) / BlockArena.pageSize)
-            case "nr_inodes":
-                guard let n = MountOptions.parseSize(value, ram: nil) else { return .inval }
-                inodes = n == 0 ? Int.max : max(2, n)
-            case "mode":
-                guard let m = UInt32(value, radix: 8), m <= 0o7777 else { return .inval }
-                mode = m
-            case "uid":
-                guard let u = UInt32(value) else { return .inval }
-                uid = u
-            default:
-                guard let g = UInt32(value) else { return .inval }
-                gid = g
-            }
-        }
+        // The values mean what they mean at mount: the mount options' own parser reads them.
+        let words = text.split(separator: ",").map(String.init)
+        let given = Set(words.map { String($0.split(separator: "=", maxSplits: 1)[0]) })
+        guard given.isSubset(of: MemoryFileSystem.remountable),
+              let fs = try? MountOptions.parse(words, asRoot: false).filesystem else { return .inval }
+        let blocks = given.contains("size") ? max(1, fs.capacityBytes / BlockArena.pageSize) : nil
+        let inodes = given.contains("nr_inodes") ? fs.maxInodes : nil
+        let mode = given.contains("mode") ? fs.rootMode : nil
+        let uid = given.contains("uid") ? fs.rootUID : nil
+        let gid = given.contains("gid") ? fs.rootGID : nil
         if let blocks {
             if blocks > arena.growableTo { return Errno(EFBIG) }
-            if blocks < arena.used { return .inval }
+            // What the kernel may still hold dirty was accepted against the current reserve:
+            // the new size keeps room for that reserve above the data held, or writeback could
+            // find no block for a write already reported done.
+            // (and the reserve is at most half a capacity).
+            if blocks < arena.used + arena.reserve || blocks < 2 * arena.reserve { return .inval }
         }
         if let inodes, inodes < usedInodes { return .inval }
         if let blocks {
@@ -62,7 +53,8 @@ extension MemoryFileSystem {
                 let want = CapacityReserve.dirtyLimit(forCapacity: bytes)
                 _ = MountTable.setDirtyLimit(bytes: want, of: options.mountpoint)
                 let actual = MountTable.dirtyLimit(of: options.mountpoint) ?? want
-                configureReserve(CapacityReserve(capacityBytes: bytes, dirtyLimitBytes: actual))
+                // Never below the reserve the kernel's dirty pages were accepted against.
+                configureReserve(CapacityReserve(capacityBytes: bytes, dirtyLimitBytes: actual), atLeast: arena.reserve)
             }
             updateFullness()
         }

@@ -21,21 +21,21 @@ struct TreeBench {
     static let sources = ["/usr/include", "/usr/lib/python3", "/usr/lib/python3.11", "/usr/lib/python3.12",
                           "/usr/lib/python3.13", "/usr/share/doc", "/usr/share/perl"]
 
-    struct Step {
+    struct Step: Sendable {
         let name: String
-        /// `%T`: the tree's directory on the mount; `%M`: the mount.
-        let command: String
+        /// The shell command, given the mount and the tarball.
+        let command: @Sendable (_ mount: String, _ tarball: String) -> String
         /// Drop the kernel's page cache first (tmpfs keeps its files: only FUSE's cache goes).
         var cold = false
     }
 
     static let steps: [Step] = [
-        Step(name: "tar x", command: "mkdir %M/t1 && tar -xf %TAR -C %M/t1"),
-        Step(name: "cp -a", command: "cp -a %M/t1 %M/t2"),
-        Step(name: "find -printf %s", command: "find %M/t1 -printf '%s\\n' > /dev/null"),
-        Step(name: "ls -lR", command: "ls -lR %M/t1 > /dev/null"),
-        Step(name: "read all (cold)", command: "find %M/t1 -type f -print0 | xargs -0 cat > /dev/null", cold: true),
-        Step(name: "rm -rf", command: "rm -rf %M/t1 %M/t2"),
+        Step(name: "tar x", command: { m, tar in "mkdir \(m)/t1 && tar -xf \(tar) -C \(m)/t1" }),
+        Step(name: "cp -a", command: { m, _ in "cp -a \(m)/t1 \(m)/t2" }),
+        Step(name: "find -printf %s", command: { m, _ in "find \(m)/t1 -printf '%s\\n' > /dev/null" }),
+        Step(name: "ls -lR", command: { m, _ in "ls -lR \(m)/t1 > /dev/null" }),
+        Step(name: "read all (cold)", command: { m, _ in "find \(m)/t1 -type f -print0 | xargs -0 cat > /dev/null" }, cold: true),
+        Step(name: "rm -rf", command: { m, _ in "rm -rf \(m)/t1 \(m)/t2" }),
     ]
 
     struct Sample {
@@ -70,7 +70,7 @@ struct TreeBench {
             }
         }
         sh("tar -tvf \(tarball) | awk '{n++; if (substr($1,1,1)==\"-\") {f++; b+=$3}} END {print f, n, b}' > \(listing)")
-        let parts = (readText(listing) ?? "").split(separator: " ").compactMap { Int(String($0).trimmingCharacters(in: "\n")) }
+        let parts = (readSmallFile(listing) ?? "").split(separator: " ").compactMap { Int(String($0).trimmingCharacters()) }
         guard parts.count == 3, parts[0] > 0 else { fail("cannot read \(tarball)") }
         let source = synthetic > 0 || found.isEmpty ? "synthetic tree, seed \(seed)" : found.joined(separator: " ")
         return (parts[0], parts[1], parts[2], source)
@@ -110,19 +110,6 @@ struct TreeBench {
         return stat(p, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
     }
 
-    func readText(_ path: String) -> String? {
-        guard let f = fopen(path, "r") else { return nil }
-        defer { fclose(f) }
-        var out = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            out += buf[0..<n]
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
     // MARK: counting
 
     /// Requests served so far by operation, and the daemon's CPU seconds (nil for tmpfs).
@@ -130,7 +117,7 @@ struct TreeBench {
         guard m.kind != "tmpfs" else { return nil }
         var ops: [String: Double] = [:]
         if m.kind == "ksmfs" {
-            for line in (readText(m.path + "/ksm/metrics") ?? "").split(separator: "\n") where line.hasPrefix("ksmfs_fuse_requests_total{") {
+            for line in (readSmallFile(m.path + "/ksm/metrics", limit: 1 << 20) ?? "").split(separator: "\n") where line.hasPrefix("ksmfs_fuse_requests_total{") {
                 guard let r = line.firstRange(of: "op=\""), let sp = line.lastIndex(of: " ") else { continue }
                 let op = String(line[r.upperBound...].prefix { $0 != "\"" })
                 ops[op] = Double(line[line.index(after: sp)...])
@@ -144,7 +131,7 @@ struct TreeBench {
                 for (op, n) in v.enumerated() where n > 0 { ops[TreeBench.opcodeNames[op] ?? "op\(op)"] = Double(n) }
             }
         }
-        return (ops, processCPU(m.pid))
+        return (ops, ThreadCPU(dir: "/proc/\(m.pid)").statSeconds())
     }
 
     static let opcodeNames: [Int: String] = [1: "lookup", 2: "forget", 3: "getattr", 4: "setattr", 5: "readlink",
@@ -154,15 +141,6 @@ struct TreeBench {
         29: "releasedir", 30: "fsyncdir", 34: "access", 35: "create", 39: "ioctl", 42: "batch_forget",
         43: "fallocate", 44: "readdirplus", 45: "rename2", 46: "lseek", 47: "copy_file_range"]
 
-    /// utime + stime of a process in seconds (/proc/PID/stat, clock ticks).
-    func processCPU(_ pid: pid_t) -> Double {
-        guard let text = readText("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return 0 }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        // After the command: state is field 3, utime 14, stime 15 (1-based over the whole line).
-        guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
-        return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
     // MARK: running
 
     func runSteps(_ m: BenchMount) -> [Sample] {
@@ -170,7 +148,7 @@ struct TreeBench {
         for step in TreeBench.steps {
             if step.cold { sync(); sh("echo 1 > /proc/sys/vm/drop_caches") }
             let before = counters(m)
-            let command = step.command.replacingOccurrences("%TAR", tarball).replacingOccurrences("%M", m.path)
+            let command = step.command(m.path, tarball)
             let t0 = now()
             let rc = sh(command)
             let dt = now() - t0
@@ -253,25 +231,6 @@ struct TreeBench {
                 print("\(s), \(step.name): " + ops.map { "\($0.key) \(fmt($0.value / Double(tree.files), 2))" }.joined(separator: ", "))
             }
         }
-    }
-}
-
-extension String {
-    func replacingOccurrences(_ target: String, _ with: String) -> String {
-        var out = ""
-        var rest = Substring(self)
-        while let r = rest.firstRange(of: target) {
-            out += rest[..<r.lowerBound] + with
-            rest = rest[r.upperBound...]
-        }
-        return out + rest
-    }
-
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let c = s.first, set.contains(c) { s.removeFirst() }
-        while let c = s.last, set.contains(c) { s.removeLast() }
-        return String(s)
     }
 }
 

@@ -62,7 +62,7 @@ struct MountCommand: ParsableCommand {
             let key = String(word.split(separator: "=", maxSplits: 1)[0])
             if MemoryFileSystem.remountable.contains(key) {
                 change.append(word)
-            } else if !MountOptions.unchangedByRemount(key) {
+            } else if !MountOptions.unchangedByRemount(word) {
                 fail("\(key) cannot be changed by remount (size, nr_inodes, mode, uid and gid can)")
             }
         }
@@ -73,7 +73,7 @@ struct MountCommand: ParsableCommand {
         let e = MemoryFileSystem.requestRemount(of: abs, text)
         if e != 0 {
             switch e {
-            case EINVAL: fail("cannot remount \(abs) with \(text): below what the mount holds (see df -h \(abs) and df -i \(abs))")
+            case EINVAL: fail("cannot remount \(abs) with \(text): below what the mount holds (its data and writeback reserve: see df -h \(abs); its inodes: df -i \(abs))")
             case EFBIG: fail("cannot remount \(abs) with \(text): larger than the mount can grow to (its RAM, or its first size= if larger; unmount and mount again)")
             case EPERM: fail("cannot remount \(abs): only root may")
             default: fail("cannot remount \(abs): \(String(cString: strerror(e)))")

@@ -55,6 +55,7 @@ void cfuse_request_stats(uint64_t *counts, uint64_t *sum_ns, uint64_t *buckets);
  * a request that carries no caller (an asynchronous RELEASE) can be moved there afterwards. */
 void cfuse_set_own_thread(int tid);
 uint64_t cfuse_own_request_count(void);
+int cfuse_own_thread(void);
 void cfuse_reattribute_request(uint32_t opcode);
 
 /* FUSE_NOTIFY_INVAL_INODE (off < 0: attributes only). Never from a request handler. */
